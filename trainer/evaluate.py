@@ -1,0 +1,259 @@
+"""`clipforge evaluate`: stream a dataset split through an exported SavedModel into metrics.json and report.html."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, Optional
+
+import numpy as np
+
+from schemas import export as ex
+from schemas import features as fk
+from schemas.codec import RecordCodec
+from schemas.metadata import DatasetMetadata, MissingMetadataError
+from schemas.spec import SpecError
+from trainer import metrics as mt
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+# Window fields that change what the model sees; stride and encoding only change which windows
+# exist and how they are stored, so a mismatch there is reported but not refused.
+MODEL_SPEC_FIELDS = ("frames", "fps", "height", "width", "channels")
+TARGET_FIELDS = ("task", "outputs", "classes", "horizon")
+
+
+class EvaluationError(RuntimeError):
+    """A set-up or data problem that stops evaluation; the message says what to fix."""
+
+
+def check_specs(model_meta: DatasetMetadata, data_meta: DatasetMetadata) -> list[str]:
+    """Refuses a dataset whose windows or targets differ from what the model was trained on.
+
+    Returns:
+      Notes on harmless differences (stride, encoding) to print.
+
+    Raises:
+      EvaluationError: naming the first differing field and both values.
+    """
+    ms, ds = model_meta.spec, data_meta.spec
+    for name in MODEL_SPEC_FIELDS:
+        if getattr(ms, name) != getattr(ds, name):
+            raise EvaluationError(f"dataset spec.{name}={getattr(ds, name)!r} but the model was trained on "
+                                  f"spec.{name}={getattr(ms, name)!r}; ingest the videos with the model's spec")
+    mt_, dt = model_meta.target.to_dict(), data_meta.target.to_dict()
+    for name in TARGET_FIELDS:
+        if mt_.get(name) != dt.get(name):
+            raise EvaluationError(f"dataset target.{name}={dt.get(name)!r} but the model predicts "
+                                  f"target.{name}={mt_.get(name)!r}")
+    return [f"note: dataset spec.{n}={getattr(ds, n)!r}, model trained with {getattr(ms, n)!r}"
+            for n in ("stride", "encoding", "jpeg_quality") if getattr(ms, n) != getattr(ds, n)]
+
+
+def _load_serving_fn(model_dir: str, spec):
+    import tensorflow as tf
+    try:
+        loaded = tf.saved_model.load(model_dir)
+    except Exception as e:  # TF raises several types for a damaged SavedModel
+        raise EvaluationError(f"cannot load the SavedModel in {model_dir}: {type(e).__name__}: {e}") from e
+    if ex.SERVING_SIGNATURE not in loaded.signatures:
+        raise EvaluationError(f"{model_dir} has no {ex.SERVING_SIGNATURE!r} signature; "
+                              f"it has {sorted(loaded.signatures)}")
+    fn = loaded.signatures[ex.SERVING_SIGNATURE]
+    inputs = fn.structured_input_signature[1]
+    if ex.FRAMES_INPUT not in inputs:
+        raise EvaluationError(f"{ex.SERVING_SIGNATURE} takes {sorted(inputs)}, expected {ex.FRAMES_INPUT!r}")
+    want = inputs[ex.FRAMES_INPUT]
+    if want.dtype != tf.uint8 or not want.shape.is_compatible_with((None,) + spec.window_shape):
+        raise EvaluationError(f"{ex.SERVING_SIGNATURE} expects frames {want.dtype.name}{want.shape.as_list()}, "
+                              f"the dataset gives uint8[batch, {', '.join(map(str, spec.window_shape))}]")
+    return loaded, fn
+
+
+def _split_dataset(data_dir: str, meta: DatasetMetadata, split: str, batch_size: int):
+    import tensorflow as tf
+    try:
+        paths = meta.shard_paths(data_dir, split)
+    except KeyError as e:
+        raise EvaluationError(f"{data_dir}: {e.args[0]}") from None
+    if not paths or meta.num_windows(split) == 0:
+        raise EvaluationError(f"split {split!r} of {data_dir} is empty (0 windows in metadata.json); "
+                              "nothing to evaluate. Pick another --split or ingest more videos.")
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise EvaluationError(f"shard(s) listed in {data_dir}/metadata.json are missing: {missing[:3]}")
+    codec = RecordCodec(meta.spec, meta.target)
+    ds = tf.data.TFRecordDataset(paths, compression_type="GZIP" if meta.compression == "gzip" else "")
+    ds = ds.map(codec.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+    # No drop_remainder: every window of the split is scored, the last batch may be short.
+    return ds.batch(batch_size).prefetch(2)
+
+
+def _check_prediction(pred: np.ndarray, batch: int, meta: DatasetMetadata) -> None:
+    t, s = meta.target, meta.spec
+    want = {"regression": (batch, t.num_outputs), "classification": (batch, t.num_outputs),
+            "next_frame": (batch, t.horizon) + s.frame_shape}[t.task]
+    if tuple(pred.shape) != want:
+        raise EvaluationError(f"the model's {ex.PREDICTION!r} has shape {list(pred.shape)}, "
+                              f"a {t.task} model on this spec must give {list(want)}")
+
+
+def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int = 32,
+             top_k: int = 2) -> tuple[dict, Any, dict, DatasetMetadata]:
+    """Scores an export on a dataset split against the task's baselines.
+
+    Returns:
+      (metrics, accumulator, model card, dataset metadata). The accumulator holds the bounded
+      samples the report plots. `metrics` (written as metrics.json; NaN/inf are written as null) has:
+
+        task, split, windows, videos, nonfinite_windows, status ("ok" | "nonfinite_predictions"),
+        model_dir, data_dir, dataset_fingerprint, model_dataset_fingerprint, architecture, then per task:
+
+        regression:
+          model.{mae, rmse, mse, r2, pearson_r}            mean over outputs (rmse = sqrt of mean mse)
+          model.per_output.<name>.{mae, rmse, mse, r2, pearson_r}
+          model.per_video.{mae, rmse, mse, r2, pearson_r, per_output}   on per-video mean target vs
+                                                                        per-video mean prediction
+          baseline.<same keys>                              constant training mean (stats.target_mean);
+                                                            its pearson_r is null (constant)
+          skill                                             1 - MSE_model / MSE_baseline
+          skill_per_output.<name>
+        classification:
+          model.{accuracy, top_k_accuracy, k, macro_f1, video_accuracy}
+          model.per_class.<class>.{precision, recall, f1, support}
+          model.confusion_matrix             [true][predicted] counts
+          model.confusion_matrix_normalized  rows divided by the true-class count
+          baseline.<same keys>, baseline.majority_class     always the training majority class
+                                                            (argmax of stats.class_histogram)
+        next_frame:
+          model.{mse, mae, psnr, ssim}                      over all horizon steps, 0..255 scale
+          model.per_step[i].{step, mse, mae, psnr, ssim}    step = 1..horizon
+          baseline_copy_last.<same keys>                    last input frame repeated
+          baseline_linear.<same keys>                       last + k*(last - previous), clipped; null if T=1
+          gain_db_over_copy_last                            model.psnr - baseline_copy_last.psnr
+
+    Raises:
+      EvaluationError, MissingMetadataError, SpecError: a wrong set-up, with one clear message.
+    """
+    import tensorflow as tf
+    model_meta, card = ex.load_export_metadata(model_dir)
+    data_meta = DatasetMetadata.load(data_dir)
+    for note in check_specs(model_meta, data_meta):
+        print(note, file=sys.stderr)
+    ds = _split_dataset(data_dir, data_meta, split, batch_size)
+    _, fn = _load_serving_fn(model_dir, data_meta.spec)
+    t = data_meta.target
+    try:  # the baseline is what the model could have learnt: its own training split's stats
+        acc = mt.make_accumulator(t.task, t.classes, t.outputs, t.horizon, model_meta.stats or data_meta.stats, top_k)
+    except (KeyError, ValueError) as e:
+        raise EvaluationError(f"{model_dir}/metadata.json: {e.args[0]}") from None
+    videos: set[str] = set()
+    try:
+        for batch in ds:
+            out = fn(**{ex.FRAMES_INPUT: batch[fk.FRAMES]})
+            if ex.PREDICTION not in out:
+                raise EvaluationError(f"{ex.SERVING_SIGNATURE} returns {sorted(out)}, expected {ex.PREDICTION!r}")
+            pred = out[ex.PREDICTION].numpy()
+            ids = [v.decode("utf-8", "surrogateescape") for v in batch[fk.VIDEO_ID].numpy()]
+            _check_prediction(pred, len(ids), data_meta)
+            videos.update(ids)
+            if t.task == "regression":
+                acc.update(ids, batch[fk.START_TIME].numpy(), batch[fk.TARGET].numpy(), pred)
+            elif t.task == "classification":
+                acc.update(ids, batch[fk.LABEL].numpy(), pred)
+            else:
+                acc.update(batch[fk.FRAMES].numpy(), batch[fk.NEXT_FRAMES].numpy(), pred)
+    except tf.errors.OpError as e:
+        raise EvaluationError(f"reading split {split!r} of {data_dir} failed: {e.message}") from None
+    if acc.windows == 0:
+        raise EvaluationError(f"split {split!r} of {data_dir} holds no records although metadata.json lists "
+                              f"{data_meta.num_windows(split)}; run `clipforge validate --data {data_dir}`")
+    metrics = {"task": t.task, "split": split, "windows": acc.windows, "videos": len(videos),
+               "nonfinite_windows": acc.nonfinite,
+               "status": "nonfinite_predictions" if acc.nonfinite else "ok",
+               "model_dir": os.path.abspath(model_dir), "data_dir": os.path.abspath(data_dir),
+               "dataset_fingerprint": data_meta.fingerprint,
+               "model_dataset_fingerprint": model_meta.fingerprint,
+               "architecture": card.get("architecture")}
+    metrics.update(acc.result())
+    return metrics, acc, card, data_meta
+
+
+def to_json_safe(value):
+    """numpy scalars to Python, NaN and infinities to None: metrics.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """A few lines of headline metrics, model vs baseline, for the terminal."""
+    task = metrics["task"]
+    if task == "regression":
+        keys, base = ("r2", "mae", "rmse", "pearson_r"), "baseline"
+    elif task == "classification":
+        keys, base = ("accuracy", "macro_f1", "top_k_accuracy", "video_accuracy"), "baseline"
+    else:
+        keys, base = ("psnr", "ssim", "mse", "mae"), "baseline_copy_last"
+    fmt = lambda v: "null" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
+    lines = [f"{'metric':<16}{'model':>12}{base:>20}"]
+    lines += [f"{k:<16}{fmt(metrics['model'][k]):>12}{fmt(metrics[base][k]):>20}" for k in keys]
+    if task == "regression":
+        lines.append(f"{'skill':<16}{fmt(metrics['skill']):>12}")
+    if task == "next_frame":
+        lines.append(f"{'gain_db':<16}{fmt(metrics['gain_db_over_copy_last']):>12}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipforge evaluate", description=(
+        "Score an exported model on one split of an ingested dataset, beside honest baselines, and write "
+        "OUTPUT/metrics.json and a self-contained OUTPUT/report.html."))
+    p.add_argument("--model", required=True, metavar="EXPORT_DIR",
+                   help="export directory written by `clipforge train` (SavedModel + metadata.json + model_card.json)")
+    p.add_argument("--data", required=True, metavar="DATASET_DIR",
+                   help="dataset directory written by `clipforge ingest`; its spec must match the model's")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--output", required=True, metavar="DIR", help="directory for metrics.json and report.html")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call (default: 32)")
+    p.add_argument("--top-k", type=int, default=2,
+                   help="k of top-k accuracy for classification, clamped to the number of classes (default: 2)")
+    p.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    return p
+
+
+def run(argv: Optional[list[str]] = None) -> int:
+    """Entry point of `clipforge evaluate`; returns 0, 1 when the model gave non-finite outputs, 2 on set-up errors."""
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or args.top_k < 1:
+        print("clipforge evaluate: error: --batch-size and --top-k must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k)
+        os.makedirs(args.output, exist_ok=True)
+    except (EvaluationError, MissingMetadataError, SpecError, OSError) as e:
+        print(f"clipforge evaluate: error: {e}", file=sys.stderr)
+        return 2
+    path = os.path.join(args.output, METRICS_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(to_json_safe(metrics), f, indent=2)
+    print(f"{metrics['task']} on split {args.split!r}: {metrics['windows']} windows from {metrics['videos']} videos")
+    print("\n".join(summary_lines(metrics)))
+    print(f"metrics: {path}")
+    if not args.no_report:
+        from trainer import report
+        print(f"report:  {report.write_report(os.path.join(args.output, REPORT_FILE), metrics, acc, card, data_meta)}")
+    if metrics["nonfinite_windows"]:
+        print(f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
+              f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in {path}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,393 @@
+"""Streaming evaluation metrics in numpy: accumulators take batches with update() and give a dict with result()."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+MAX_PIXEL = 255.0
+# PSNR of a perfect prediction is infinite; flooring the MSE keeps metrics.json finite (~148 dB).
+MSE_FLOOR = 1e-10
+SERIES_POINTS = 1000  # windows kept per video for the error-along-time plot
+
+
+def _ratio(num, den):
+    """num / den, NaN where den is 0 (an undefined metric, written as null in metrics.json)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
+
+
+def psnr(mse, max_val: float = MAX_PIXEL):
+    """Peak signal-to-noise ratio in dB of a mean squared error on the 0..max_val scale."""
+    return 10.0 * np.log10(max_val ** 2 / np.maximum(np.asarray(mse, np.float64), MSE_FLOOR))
+
+
+def _gaussian(size: int, sigma: float) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    return g / g.sum()
+
+
+def _blur(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of [N, H, W, C] along H then W."""
+    k = len(g)
+    x = np.lib.stride_tricks.sliding_window_view(x, k, axis=1) @ g
+    return np.lib.stride_tricks.sliding_window_view(x, k, axis=2) @ g
+
+
+def ssim(a: np.ndarray, b: np.ndarray, max_val: float = MAX_PIXEL, window: int = 11,
+         sigma: float = 1.5) -> np.ndarray:
+    """Structural similarity of image pairs, as tf.image.ssim computes it.
+
+    Args:
+      a, b: images [N, H, W, C] on the 0..max_val scale.
+      max_val: dynamic range of the pixels.
+      window: side of the Gaussian window; shrunk to min(H, W) for frames smaller than it.
+      sigma: standard deviation of the Gaussian window.
+
+    Returns:
+      [N] SSIM per image, the mean over pixels and channels ('valid' filtering, K1=0.01, K2=0.03).
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    g = _gaussian(min(window, a.shape[1], a.shape[2]), sigma)
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    mu_a, mu_b = _blur(a, g), _blur(b, g)
+    var_a = _blur(a * a, g) - mu_a ** 2
+    var_b = _blur(b * b, g) - mu_b ** 2
+    cov = _blur(a * b, g) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return s.mean(axis=(1, 2, 3))
+
+
+def _nonfinite_rows(pred: np.ndarray) -> np.ndarray:
+    return ~np.isfinite(pred.reshape(pred.shape[0], -1)).all(axis=1)
+
+
+# ------------------------------------------------------------------ regression
+
+class _Moments:
+    """Running sums of a (truth, prediction) stream per output, enough for MAE/RMSE/R2/Pearson r."""
+
+    def __init__(self, dims: int, shift: np.ndarray):
+        # Sums are taken of values minus `shift` (the training mean): that keeps the
+        # sum-of-squares formulas for variance clear of catastrophic cancellation.
+        self.shift = shift
+        self.n = 0
+        self.s = {k: np.zeros(dims) for k in ("y", "p", "yy", "pp", "yp", "ae", "se")}
+
+    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        y = np.asarray(y, np.float64) - self.shift
+        p = np.asarray(p, np.float64) - self.shift
+        s = self.s
+        self.n += y.shape[0]
+        s["y"] += y.sum(0)
+        s["p"] += p.sum(0)
+        s["yy"] += (y * y).sum(0)
+        s["pp"] += (p * p).sum(0)
+        s["yp"] += (y * p).sum(0)
+        s["ae"] += np.abs(y - p).sum(0)
+        s["se"] += ((y - p) ** 2).sum(0)
+
+    def result(self, names: Sequence[str]) -> dict:
+        s, n = self.s, self.n
+        mse = _ratio(s["se"], n)
+        sst = s["yy"] - _ratio(s["y"] ** 2, n)
+        spp = s["pp"] - _ratio(s["p"] ** 2, n)
+        cov = s["yp"] - _ratio(s["y"] * s["p"], n)
+        # A constant prediction (the baseline) has spp == 0 up to rounding: r is undefined there.
+        spp = np.where(spp > 1e-12 * np.maximum(s["pp"], 1.0), spp, 0.0)
+        per = {"mae": _ratio(s["ae"], n), "rmse": np.sqrt(mse), "mse": mse,
+               "r2": 1.0 - _ratio(s["se"], sst), "pearson_r": _ratio(cov, np.sqrt(sst * spp))}
+        out = {"mae": float(np.mean(per["mae"])), "rmse": float(np.sqrt(np.mean(mse))),
+               "mse": float(np.mean(mse)), "r2": float(np.mean(per["r2"])),
+               "pearson_r": float(np.mean(per["pearson_r"]))}
+        out["per_output"] = {name: {k: float(v[i]) for k, v in per.items()} for i, name in enumerate(names)}
+        return out
+
+
+class RegressionMetrics:
+    """Window-level and per-video regression metrics of a model and of the training-mean baseline.
+
+    Args:
+      outputs: names of the D regression outputs.
+      train_mean: [D] mean target of the training split (metadata stats target_mean): the baseline.
+      sample_size: windows kept (reservoir sample) for the predicted-vs-true plot.
+      series_videos: videos whose every window is kept for the error-along-time plot.
+      seed: seed of the reservoir sample.
+    """
+
+    def __init__(self, outputs: Sequence[str], train_mean: Sequence[float], sample_size: int = 2000,
+                 series_videos: int = 4, seed: int = 0):
+        self.outputs = list(outputs)
+        self.train_mean = np.asarray(train_mean, np.float64).reshape(-1)
+        if self.train_mean.shape[0] != len(self.outputs):
+            raise ValueError(f"target_mean has {self.train_mean.shape[0]} values for {len(self.outputs)} outputs")
+        d = len(self.outputs)
+        self.model = _Moments(d, self.train_mean)
+        self.baseline = _Moments(d, self.train_mean)
+        self.videos: dict[str, list] = {}  # video -> [count, sum truth [D], sum prediction [D]]
+        self.windows = 0
+        self.nonfinite = 0
+        self._rng = np.random.default_rng(seed)
+        self.sample_size = sample_size
+        self.sample_true = np.zeros((sample_size, d))
+        self.sample_pred = np.zeros((sample_size, d))
+        self.sampled = 0
+        self.series_videos = series_videos
+        self.series: dict[str, list] = {}  # video -> [(start_time, truth [D], prediction [D])]
+
+    def update(self, video_ids: Sequence[str], start_times: np.ndarray, y_true: np.ndarray,
+               y_pred: np.ndarray) -> None:
+        """Adds a batch: y_true and y_pred are [B, D]."""
+        y = np.asarray(y_true, np.float64).reshape(len(video_ids), -1)
+        p = np.asarray(y_pred, np.float64).reshape(len(video_ids), -1)
+        self.windows += y.shape[0]
+        self.nonfinite += int(_nonfinite_rows(p).sum())
+        self.model.update(y, p)
+        self.baseline.update(y, np.broadcast_to(self.train_mean, y.shape))
+        for i, vid in enumerate(video_ids):
+            acc = self.videos.setdefault(vid, [0, np.zeros(y.shape[1]), np.zeros(y.shape[1])])
+            acc[0] += 1
+            acc[1] += y[i]
+            acc[2] += p[i]
+            if len(self.series.get(vid, ())) < SERIES_POINTS and (
+                    vid in self.series or len(self.series) < self.series_videos):
+                self.series.setdefault(vid, []).append((float(start_times[i]), y[i], p[i]))
+        self._reservoir(y, p)
+
+    def _reservoir(self, y: np.ndarray, p: np.ndarray) -> None:
+        """Keeps a uniform sample of at most sample_size windows (Algorithm R)."""
+        seen_before = self.windows - y.shape[0]
+        for i in range(y.shape[0]):
+            j = self.sampled if self.sampled < self.sample_size else self._rng.integers(0, seen_before + i + 1)
+            if j < self.sample_size:
+                self.sample_true[j], self.sample_pred[j] = y[i], p[i]
+                self.sampled = min(self.sampled + 1, self.sample_size)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """(truth, prediction) [n, D] of the sampled windows, for plots."""
+        return self.sample_true[: self.sampled], self.sample_pred[: self.sampled]
+
+    def result(self) -> dict:
+        """{"model": {...}, "baseline": {...}, "skill": x, "skill_per_output": {...}}."""
+        model = self.model.result(self.outputs)
+        base = self.baseline.result(self.outputs)
+        counts = np.array([v[0] for v in self.videos.values()], np.float64)[:, None]
+        video_true = np.array([v[1] for v in self.videos.values()]) / counts
+        video_pred = np.array([v[2] for v in self.videos.values()]) / counts
+        d = len(self.outputs)
+        per_video, per_video_base = _Moments(d, self.train_mean), _Moments(d, self.train_mean)
+        per_video.update(video_true, video_pred)
+        per_video_base.update(video_true, np.broadcast_to(self.train_mean, video_true.shape))
+        model["per_video"] = per_video.result(self.outputs)
+        if self.nonfinite:
+            model = _nan_like(model)
+        base["per_video"] = per_video_base.result(self.outputs)
+        skill = {n: 1.0 - float(_ratio(model["per_output"][n]["mse"], base["per_output"][n]["mse"]))
+                 for n in self.outputs}
+        return {"model": model, "baseline": base, "skill": 1.0 - float(_ratio(model["mse"], base["mse"])),
+                "skill_per_output": skill}
+
+
+def _nan_like(tree):
+    """The same keys with every number NaN: how a model with non-finite outputs is reported."""
+    if isinstance(tree, dict):
+        return {k: _nan_like(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_nan_like(v) for v in tree]
+    return float("nan") if isinstance(tree, float) else tree
+
+
+# ------------------------------------------------------------------ classification
+
+def _class_report(cm: np.ndarray, topk_correct: int, classes: Sequence[str], video_acc: float, k: int) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall and the confusion matrix from counts."""
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(1), cm.sum(0)
+    # zero_division=0 as scikit-learn: precision of a never-predicted class is 0.
+    precision = np.nan_to_num(_ratio(tp, predicted))
+    recall = np.nan_to_num(_ratio(tp, support))
+    f1 = np.nan_to_num(_ratio(2 * precision * recall, precision + recall))
+    present = (support + predicted) > 0  # macro average over classes seen in truth or prediction
+    n = cm.sum()
+    return {
+        "accuracy": float(_ratio(tp.sum(), n)),
+        "top_k_accuracy": float(_ratio(topk_correct, n)), "k": k,
+        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "confusion_matrix": cm.astype(int).tolist(),
+        "confusion_matrix_normalized": np.nan_to_num(_ratio(cm, support[:, None])).round(6).tolist(),
+        "video_accuracy": video_acc,
+    }
+
+
+class ClassificationMetrics:
+    """Window-level and per-video (majority vote) classification metrics, model and majority-class baseline.
+
+    Args:
+      classes: the K class names, in label-index order.
+      train_histogram: [K] window counts per class in the training split; its argmax is the baseline.
+      top_k: k of top-k accuracy, clamped to K.
+    """
+
+    def __init__(self, classes: Sequence[str], train_histogram: Sequence[float], top_k: int = 2):
+        self.classes = list(classes)
+        k = len(self.classes)
+        hist = np.asarray(train_histogram, np.float64).reshape(-1)
+        if hist.shape[0] != k:
+            raise ValueError(f"class_histogram has {hist.shape[0]} counts for {k} classes")
+        self.top_k = max(1, min(int(top_k), k))
+        self.majority = int(np.argmax(hist))
+        self.baseline_topk = np.argsort(-hist, kind="stable")[: self.top_k]
+        self.cm = np.zeros((k, k), np.int64)
+        self.cm_base = np.zeros((k, k), np.int64)
+        self.topk_correct = self.topk_base = 0
+        self.videos: dict[str, np.ndarray] = {}  # video -> [3, K]: true counts, votes, summed probabilities
+        self.windows = self.nonfinite = 0
+
+    def update(self, video_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
+        """Adds a batch: labels [B] class indices, probs [B, K] probabilities (or scores)."""
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        probs = np.asarray(probs, np.float64).reshape(labels.shape[0], -1)
+        bad = _nonfinite_rows(probs)
+        self.windows += labels.shape[0]
+        self.nonfinite += int(bad.sum())
+        probs = np.where(np.isfinite(probs), probs, -np.inf)
+        pred = probs.argmax(1)
+        np.add.at(self.cm, (labels, pred), 1)
+        np.add.at(self.cm_base, (labels, np.full_like(labels, self.majority)), 1)
+        topk = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
+        self.topk_correct += int((topk == labels[:, None]).any(1).sum())
+        self.topk_base += int(np.isin(labels, self.baseline_topk).sum())
+        for vid, lab, pr, p in zip(video_ids, labels, pred, np.nan_to_num(probs, neginf=0.0)):
+            acc = self.videos.setdefault(vid, np.zeros((3, len(self.classes))))
+            acc[0, lab] += 1
+            acc[1, pr] += 1
+            acc[2] += p
+
+    def _video_accuracy(self) -> tuple[float, float]:
+        hits = base_hits = 0
+        for acc in self.videos.values():
+            truth = int(np.argmax(acc[0]))
+            tied = np.flatnonzero(acc[1] == acc[1].max())
+            vote = int(tied[np.argmax(acc[2][tied])])  # a tied vote goes to the larger summed probability
+            hits += vote == truth
+            base_hits += self.majority == truth
+        n = max(len(self.videos), 1)
+        return hits / n, base_hits / n
+
+    def result(self) -> dict:
+        """{"model": {...}, "baseline": {..., "majority_class": name}}."""
+        video_acc, video_base = self._video_accuracy()
+        model = _class_report(self.cm, self.topk_correct, self.classes, video_acc, self.top_k)
+        if self.nonfinite:
+            model = _nan_like(model)
+        base = _class_report(self.cm_base, self.topk_base, self.classes, video_base, self.top_k)
+        base["majority_class"] = self.classes[self.majority]
+        return {"model": model, "baseline": base}
+
+
+# ------------------------------------------------------------------ next frame
+
+class _FrameErrors:
+    """Per-horizon-step sums of squared/absolute error and SSIM for one predictor."""
+
+    def __init__(self, horizon: int):
+        self.se = np.zeros(horizon)
+        self.ae = np.zeros(horizon)
+        self.ssim = np.zeros(horizon)
+        self.frames = 0  # windows seen; each contributes one frame per step
+        self.pixels = 0  # values per frame (H * W * C)
+
+    def update(self, truth: np.ndarray, pred: np.ndarray) -> None:
+        err = pred - truth
+        self.frames += truth.shape[0]
+        self.pixels = int(np.prod(truth.shape[2:]))
+        self.se += (err ** 2).sum(axis=(0, 2, 3, 4))
+        self.ae += np.abs(err).sum(axis=(0, 2, 3, 4))
+        for step in range(truth.shape[1]):
+            self.ssim[step] += ssim(truth[:, step], pred[:, step]).sum()
+
+    def result(self) -> dict:
+        n = self.frames * self.pixels
+        mse, mae = self.se / n, self.ae / n
+        per_step = [{"step": i + 1, "mse": float(mse[i]), "mae": float(mae[i]), "psnr": float(psnr(mse[i])),
+                     "ssim": float(self.ssim[i] / self.frames)} for i in range(len(mse))]
+        return {"mse": float(mse.mean()), "mae": float(mae.mean()), "psnr": float(psnr(mse.mean())),
+                "ssim": float(self.ssim.sum() / (self.frames * len(mse))), "per_step": per_step}
+
+
+def copy_last(frames: np.ndarray, horizon: int) -> np.ndarray:
+    """Baseline: the window's last frame repeated for every step. frames [B, T, H, W, C]."""
+    last = frames[:, -1:].astype(np.float64)
+    return np.repeat(last, horizon, axis=1)
+
+
+def linear_extrapolation(frames: np.ndarray, horizon: int) -> np.ndarray:
+    """Baseline: last + k * (last - previous) for step k, clipped to 0..255."""
+    last = frames[:, -1:].astype(np.float64)
+    delta = last - frames[:, -2:-1].astype(np.float64)
+    steps = np.arange(1, horizon + 1, dtype=np.float64).reshape(1, -1, 1, 1, 1)
+    return np.clip(last + steps * delta, 0.0, MAX_PIXEL)
+
+
+class NextFrameMetrics:
+    """Per-step MSE/MAE/PSNR/SSIM of a model and of the copy-last and linear-extrapolation baselines.
+
+    Predictions are clipped to 0..255 first, as any image must be, so every predictor is scored
+    on the same scale. Linear extrapolation needs two input frames; with T=1 it is reported as null.
+
+    Args:
+      horizon: frames predicted per window.
+      sample_windows: windows kept (inputs, truth, prediction) for the frame-grid plot.
+    """
+
+    def __init__(self, horizon: int, sample_windows: int = 4):
+        self.horizon = horizon
+        self.model, self.copy, self.linear = (_FrameErrors(horizon) for _ in range(3))
+        self.windows = self.nonfinite = 0
+        self.sample_windows = sample_windows
+        self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, frames: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> None:
+        """Adds a batch: frames [B, T, H, W, C] uint8, truth [B, h, H, W, C] uint8, pred same shape, float."""
+        truth = np.asarray(truth, np.float64)
+        pred = np.clip(np.asarray(pred, np.float64).reshape(truth.shape), 0.0, MAX_PIXEL)
+        self.windows += truth.shape[0]
+        self.nonfinite += int(_nonfinite_rows(pred).sum())
+        self.model.update(truth, pred)
+        self.copy.update(truth, copy_last(frames, self.horizon))
+        if frames.shape[1] >= 2:
+            self.linear.update(truth, linear_extrapolation(frames, self.horizon))
+        for i in range(min(truth.shape[0], self.sample_windows - len(self.samples))):
+            self.samples.append((np.asarray(frames[i]), truth[i].astype(np.uint8), pred[i].astype(np.float32)))
+
+    def result(self) -> dict:
+        """{"model", "baseline_copy_last", "baseline_linear", "gain_db_over_copy_last"}."""
+        model = self.model.result()
+        copy = self.copy.result()
+        linear = self.linear.result() if self.linear.frames else None
+        return {"model": model, "baseline_copy_last": copy, "baseline_linear": linear,
+                "gain_db_over_copy_last": model["psnr"] - copy["psnr"]}
+
+
+def make_accumulator(task: str, classes: Sequence[str] = (), outputs: Sequence[str] = (),
+                     horizon: int = 1, stats: Optional[dict] = None, top_k: int = 2):
+    """The accumulator for a task, its baseline taken from the training split's stats.
+
+    Raises:
+      KeyError: the stats lack the field the baseline needs (target_mean or class_histogram).
+    """
+    stats = stats or {}
+    if task == "regression":
+        if "target_mean" not in stats:
+            raise KeyError("metadata stats lack 'target_mean' (the training-mean baseline)")
+        return RegressionMetrics(outputs, stats["target_mean"])
+    if task == "classification":
+        if "class_histogram" not in stats:
+            raise KeyError("metadata stats lack 'class_histogram' (the majority-class baseline)")
+        return ClassificationMetrics(classes, stats["class_histogram"], top_k)
+    return NextFrameMetrics(horizon)
