@@ -1,0 +1,306 @@
+"""`clipforge retrain --config FILE.yaml`: the scheduled job: ingest, train, evaluate, promote behind a gate."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from typing import Any, Optional
+
+from schemas.configs import ConfigError, from_mapping, load_yaml
+from schemas.metadata import METADATA_FILE
+
+# The metric each task is judged on by default; all are "higher is better".
+PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy", "next_frame": "psnr"}
+LOWER_IS_BETTER = {"mae", "rmse", "mse"}
+LOCK_FILE = "retrain.lock"
+HISTORY_FILE = "history.jsonl"
+
+
+class RetrainError(RuntimeError):
+    """A step of the run failed; the run exits non-zero and the blessed model is untouched."""
+
+
+class LockHeld(RetrainError):
+    """Another live run holds the lock; this run exits 3 without doing anything."""
+
+
+@dataclasses.dataclass
+class PromoteConfig:
+    """The promotion gate.
+
+    Attributes:
+      metric: a metrics.json `model.<metric>` key; default: the task's primary metric.
+      min_improvement: how much the candidate must beat the blessed model by (in the metric's units).
+      thresholds: absolute bars {metric: value} the candidate must pass (>= for higher-is-better
+        metrics, <= for mae/rmse/mse), also for the first promotion.
+    """
+
+    metric: str = ""
+    min_improvement: float = 0.0
+    thresholds: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RetrainConfig:
+    """One retrain YAML: `root`, `ingest:` and `train:` (keys = the flags, snake_case), `promote:`."""
+
+    root: str = ""
+    ingest: dict = dataclasses.field(default_factory=dict)
+    train: dict = dataclasses.field(default_factory=dict)
+    promote: dict = dataclasses.field(default_factory=dict)
+    lock_timeout: float = 0.0
+
+    def check(self) -> None:
+        if not self.root:
+            raise ConfigError("retrain config: `root` is required (where datasets/, models/, runs/ live)")
+        for key in ("input", "task"):
+            if key not in self.ingest:
+                raise ConfigError(f"retrain config: ingest.{key} is required")
+        if "output" in self.ingest:
+            raise ConfigError("retrain config: ingest.output is chosen by retrain (root/datasets/<fingerprint>); remove it")
+        for key in ("data", "workdir"):
+            if key in self.train:
+                raise ConfigError(f"retrain config: train.{key} is chosen by retrain; remove it")
+        if "arch" not in self.train:
+            raise ConfigError("retrain config: train.arch is required")
+
+
+def to_argv(section: dict) -> list[str]:
+    """{'frames': 8, 'overwrite': True, 'splits': [0.8, 0.2]} -> ['--frames', '8', '--overwrite', '--splits', '0.8,0.2']."""
+    argv: list[str] = []
+    for key, value in section.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, ",".join(str(v) for v in value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+# ---------------- the lock ----------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(root: str, timeout: float = 0.0, log=print):
+    """Holds ROOT/retrain.lock for the run; a stale lock (dead pid on this host) is taken over.
+
+    Raises:
+      LockHeld: another live run holds the lock past `timeout` seconds.
+    """
+    path = os.path.join(root, LOCK_FILE)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
+            break
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    holder = json.load(f)
+            except (OSError, ValueError):
+                holder = {}
+            same_host = holder.get("host") == socket.gethostname()
+            if holder and same_host and not _pid_alive(int(holder.get("pid", -1))):
+                log(f"retrain: taking over a stale lock {path} from dead process {holder.get('pid')}")
+                os.unlink(path)
+                continue
+            if time.time() >= deadline:
+                raise LockHeld(
+                    f"another retrain run holds {path} (pid {holder.get('pid')} on {holder.get('host')}, "
+                    f"started {dt.datetime.fromtimestamp(holder.get('started', 0)).isoformat(timespec='seconds')}); "
+                    "exiting. Raise lock_timeout to wait, or remove the file if that run is gone.")
+            time.sleep(min(2.0, max(0.1, deadline - time.time())))
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# ---------------- blessed model: a symlink switched atomically ----------------
+def blessed_path(root: str) -> str:
+    return os.path.join(root, "models", "blessed")
+
+
+def current_blessed(root: str) -> Optional[str]:
+    """The export directory `blessed` points at, or None before the first promotion."""
+    link = blessed_path(root)
+    return os.path.realpath(link) if os.path.islink(link) else None
+
+
+def promote(root: str, candidate_export: str, run_id: str) -> str:
+    """Copies the candidate to models/versions/<run_id> and repoints `blessed` in one rename."""
+    versions = os.path.join(root, "models", "versions")
+    os.makedirs(versions, exist_ok=True)
+    final = os.path.join(versions, run_id)
+    tmp = final + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(candidate_export, tmp)
+    os.replace(tmp, final)
+    link_tmp = blessed_path(root) + f".{run_id}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link_tmp)
+    os.symlink(os.path.relpath(final, os.path.dirname(link_tmp)), link_tmp)
+    os.replace(link_tmp, blessed_path(root))  # rename(2) over the old link: readers see old or new, never half
+    return final
+
+
+# ---------------- the gate ----------------
+def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Optional[dict]) -> tuple[bool, str]:
+    """Decides promotion from metrics.json dicts; returns (promoted, reason)."""
+    metric = promote_cfg.metric or PRIMARY_METRIC[task]
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    cand = candidate.get("model", {}).get(metric)
+    if cand is None:
+        return False, f"candidate has no finite model.{metric}"
+    for name, bar in (promote_cfg.thresholds or {}).items():
+        value = candidate.get("model", {}).get(name)
+        low = name in LOWER_IS_BETTER
+        if value is None or (value > bar if low else value < bar):
+            return False, f"candidate {name}={value} fails the threshold {'<=' if low else '>='} {bar}"
+    if blessed is None:
+        return True, f"first promotion: {metric}={cand:.4f} passes the thresholds"
+    old = blessed.get("model", {}).get(metric)
+    if old is None:
+        return True, f"blessed model has no finite {metric}; candidate {metric}={cand:.4f}"
+    gain = sign * (cand - old)
+    if gain >= promote_cfg.min_improvement and gain > 0:
+        return True, f"{metric} {old:.4f} -> {cand:.4f} (improvement {gain:.4f} >= {promote_cfg.min_improvement})"
+    return False, f"{metric} {old:.4f} -> {cand:.4f}: improvement {gain:.4f} below min_improvement {promote_cfg.min_improvement}"
+
+
+# ---------------- one run ----------------
+def _ingest(cfg: RetrainConfig, log) -> str:
+    from pipelines import ingest
+    argv = to_argv(cfg.ingest)
+    fp = ingest.dataset_fingerprint(argv)
+    data = os.path.join(cfg.root, "datasets", fp)
+    if os.path.exists(os.path.join(data, METADATA_FILE)):
+        log(f"retrain: reusing finished dataset {data} (same inputs and ingest config)")
+        return data
+    log(f"retrain: ingesting into {data}")
+    if ingest.run(argv + ["--output", data, "--overwrite"]) != 0:
+        raise RetrainError("ingest failed; see its output above")
+    return data
+
+
+def _evaluate(export: str, data: str, out: str) -> dict:
+    from trainer import evaluate
+    rc = evaluate.run(["--model", export, "--data", data, "--split", "test", "--output", out])
+    path = os.path.join(out, "metrics.json")
+    if rc not in (0, 1) or not os.path.exists(path):
+        raise RetrainError(f"evaluating {export} failed (exit {rc})")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _warm_start(blessed: Optional[str], data: str, arch: str, log) -> Optional[str]:
+    """The blessed model's .keras file when its architecture and window spec match the new run."""
+    if not blessed:
+        return None
+    try:
+        with open(os.path.join(blessed, "model_card.json"), encoding="utf-8") as f:
+            card = json.load(f)
+        with open(os.path.join(blessed, METADATA_FILE), encoding="utf-8") as f:
+            old = json.load(f)
+        with open(os.path.join(data, METADATA_FILE), encoding="utf-8") as f:
+            new = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if card.get("architecture") != arch or old["spec"] != new["spec"] or old["target"] != new["target"]:
+        log("retrain: training from scratch (blessed model's architecture or spec differs)")
+        return None
+    path = os.path.join(blessed, "model.keras")
+    return path if os.path.exists(path) else None
+
+
+def retrain(cfg: RetrainConfig, log=print) -> dict:
+    """Runs one retrain under the lock; returns the decision written to runs/<run id>/decision.json."""
+    cfg.check()
+    promote_cfg = from_mapping(PromoteConfig, cfg.promote, "promote")
+    os.makedirs(cfg.root, exist_ok=True)
+    with run_lock(cfg.root, cfg.lock_timeout, log):
+        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        run_dir = os.path.join(cfg.root, "runs", run_id)
+        os.makedirs(run_dir)
+        data = _ingest(cfg, log)
+        blessed = current_blessed(cfg.root)
+        train_argv = to_argv({k: v for k, v in cfg.train.items() if k != "set"})
+        for key, value in (cfg.train.get("set") or {}).items():
+            train_argv += ["--set", f"{key}={value}"]
+        warm = _warm_start(blessed, data, cfg.train["arch"], log)
+        if warm:
+            log(f"retrain: warm-starting from {warm}")
+            train_argv += ["--set", f"warm_start={warm}"]
+        from trainer import main as train_main
+        workdir = os.path.join(run_dir, "train")
+        if train_main.run(["--data", data, "--workdir", workdir, *train_argv]) != 0:
+            raise RetrainError("training the candidate failed; see its output above")
+        export = os.path.join(workdir, "export")
+        cand = _evaluate(export, data, os.path.join(run_dir, "eval_candidate"))
+        old = _evaluate(blessed, data, os.path.join(run_dir, "eval_blessed")) if blessed else None
+        task = cand["task"]
+        promoted, reason = gate(task, promote_cfg, cand, old)
+        version = promote(cfg.root, export, run_id) if promoted else None
+        decision = {"run_id": run_id, "promoted": promoted, "reason": reason,
+                    "metric": promote_cfg.metric or PRIMARY_METRIC[task],
+                    "dataset": data, "dataset_fingerprint": os.path.basename(data),
+                    "candidate": {"export": export, "metrics": cand.get("model")},
+                    "blessed_before": {"export": blessed, "metrics": old.get("model") if old else None},
+                    "blessed_after": version or blessed, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
+        with open(os.path.join(run_dir, "decision.json"), "w", encoding="utf-8") as f:
+            json.dump(decision, f, indent=2)
+        with open(os.path.join(cfg.root, "runs", HISTORY_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps({k: decision[k] for k in ("run_id", "promoted", "reason", "dataset_fingerprint",
+                                                         "blessed_after", "time")}) + "\n")
+        log(f"retrain: {'PROMOTED' if promoted else 'not promoted'}: {reason}")
+        log(f"retrain: decision written to {os.path.join(run_dir, 'decision.json')}")
+        return decision
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="clipforge retrain",
+        description="The scheduled job: ingest into ROOT/datasets/<fingerprint> (reused when finished), train a "
+                    "candidate (warm-started from the blessed model when architecture and spec match), evaluate "
+                    "it and the blessed model on the test split, and promote it to ROOT/models/blessed only when "
+                    "it beats the blessed one by promote.min_improvement and passes promote.thresholds. Exit 0 "
+                    "whether or not it promoted; 1 when a step failed; 3 when another run holds the lock.")
+    parser.add_argument("--config", required=True, metavar="FILE.yaml",
+                        help="YAML with root, ingest:, train:, promote: (see README)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_mapping(RetrainConfig, load_yaml(args.config), args.config)
+        cfg.check()
+        from_mapping(PromoteConfig, cfg.promote, "promote")
+    except ConfigError as e:
+        print(f"clipforge retrain: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        retrain(cfg)
+    except LockHeld as e:
+        print(f"clipforge retrain: {e}", file=sys.stderr)
+        return 3
+    except RetrainError as e:
+        print(f"clipforge retrain: {e}", file=sys.stderr)
+        return 1
+    return 0
