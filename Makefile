@@ -35,9 +35,11 @@ demo: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run --workdir bench_out
 
+# Images are tagged with the project version, the tag the deploy/k8s manifests use.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 images:
-	docker build -f deploy/docker/beam-worker.Dockerfile -t clipforge-beam-worker .
-	docker build -f deploy/docker/trainer.Dockerfile -t clipforge-trainer .
+	docker build -f deploy/docker/beam-worker.Dockerfile -t clipforge-beam-worker:$(VERSION) -t clipforge-beam-worker .
+	docker build -f deploy/docker/trainer.Dockerfile -t clipforge-trainer:$(VERSION) -t clipforge-trainer .
 
 clean:
 	rm -rf $(VENV) demo_out bench_out .pytest_cache

@@ -56,6 +56,7 @@ class RetrainConfig:
     train: dict = dataclasses.field(default_factory=dict)
     promote: dict = dataclasses.field(default_factory=dict)
     lock_timeout: float = 0.0
+    lock_stale_after: float = 6 * 3600.0
 
     def check(self) -> None:
         if not self.root:
@@ -98,8 +99,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(root: str, timeout: float = 0.0, log=print):
-    """Holds ROOT/retrain.lock for the run; a stale lock (dead pid on this host) is taken over.
+def run_lock(root: str, timeout: float = 0.0, log=print, stale_after: float = 6 * 3600.0):
+    """Holds ROOT/retrain.lock for the run; a stale lock is taken over with a log line.
+
+    A lock is stale when its process is dead (same host), or when it is older than `stale_after`
+    seconds (any host: a Kubernetes pod killed mid-run never comes back to remove it).
 
     Raises:
       LockHeld: another live run holds the lock past `timeout` seconds.
@@ -119,8 +123,11 @@ def run_lock(root: str, timeout: float = 0.0, log=print):
             except (OSError, ValueError):
                 holder = {}
             same_host = holder.get("host") == socket.gethostname()
-            if holder and same_host and not _pid_alive(int(holder.get("pid", -1))):
-                log(f"retrain: taking over a stale lock {path} from dead process {holder.get('pid')}")
+            dead = holder and same_host and not _pid_alive(int(holder.get("pid", -1)))
+            old = time.time() - float(holder.get("started", time.time())) > stale_after
+            if dead or old:
+                why = "dead process" if dead else f"a run older than {stale_after:.0f}s on"
+                log(f"retrain: taking over a stale lock {path} from {why} {holder.get('pid')}@{holder.get('host')}")
                 os.unlink(path)
                 continue
             if time.time() >= deadline:
@@ -238,7 +245,7 @@ def retrain(cfg: RetrainConfig, log=print) -> dict:
     cfg.check()
     promote_cfg = from_mapping(PromoteConfig, cfg.promote, "promote")
     os.makedirs(cfg.root, exist_ok=True)
-    with run_lock(cfg.root, cfg.lock_timeout, log):
+    with run_lock(cfg.root, cfg.lock_timeout, log, cfg.lock_stale_after):
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         run_dir = os.path.join(cfg.root, "runs", run_id)
         os.makedirs(run_dir)

@@ -204,9 +204,10 @@ def test_dockerignore_lets_through_everything_the_images_copy():
 
 
 def test_make_images_builds_both_dockerfiles_under_the_names_the_deployments_use():
-    built = dict(re.findall(r"docker build -f (\S+) -t (\S+) \.", (ROOT / "Makefile").read_text()))
-    assert built == {"deploy/docker/beam-worker.Dockerfile": "clipforge-beam-worker",
-                     "deploy/docker/trainer.Dockerfile": "clipforge-trainer"}
+    dry = subprocess.run(["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    built = {f: set(tags.split(" -t ")) for f, tags in re.findall(r"docker build -f (\S+) -t (.+) \.", dry)}
+    assert built == {"deploy/docker/beam-worker.Dockerfile": {f"clipforge-beam-worker:{VERSION}", "clipforge-beam-worker"},
+                     "deploy/docker/trainer.Dockerfile": {f"clipforge-trainer:{VERSION}", "clipforge-trainer"}}
     assert from_images(LAUNCHER_DOCKERFILE)[-1] == "clipforge-beam-worker"
     images = {c["image"] for docs in manifests().values() for d in docs for c in containers(d)}
     assert images == {f"clipforge-trainer:{VERSION}"}
