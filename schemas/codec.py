@@ -150,8 +150,11 @@ class RecordCodec:
         return out
 
     # ---------------- parse with TensorFlow (trainer, serving signature) ----------------
-    def feature_spec(self) -> dict:
-        """The tf.io feature spec for tf.io.parse_example / parse_single_example."""
+    def feature_spec(self, with_target: bool = True) -> dict:
+        """The tf.io feature spec for tf.io.parse_example / parse_single_example.
+
+        with_target=False leaves the target out, for records of unlabelled windows (serving).
+        """
         import tensorflow as tf
         spec = {
             fk.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
@@ -159,6 +162,8 @@ class RecordCodec:
             fk.START_TIME: tf.io.FixedLenFeature([], tf.float32),
             fk.FRAMES: tf.io.FixedLenFeature([1 if self.window.encoding == "raw" else self.window.frames], tf.string),
         }
+        if not with_target:
+            return spec
         if self.target.task == "regression":
             spec[fk.TARGET] = tf.io.FixedLenFeature([len(self.target.outputs)], tf.float32)
         elif self.target.task == "classification":
@@ -183,14 +188,15 @@ class RecordCodec:
                                fn_output_signature=tf.TensorSpec((None, None, w.channels), tf.uint8))
         return tf.ensure_shape(frames, shape)
 
-    def parse_fn(self):
+    def parse_fn(self, with_target: bool = True):
         """Returns fn(serialized scalar string) -> dict of tensors, frames decoded to uint8.
 
         Keys: video_id, start_frame, start_time, frames (T, H, W, C) uint8, and the target:
-        target (D,) float32 | label () int64 | next_frames (horizon, H, W, C) uint8.
+        target (D,) float32 | label () int64 | next_frames (horizon, H, W, C) uint8
+        (with_target=False: no target key, and records without one parse).
         """
         import tensorflow as tf
-        spec = self.feature_spec()
+        spec = self.feature_spec(with_target)
 
         def parse(serialized):
             f = tf.io.parse_single_example(serialized, spec)

@@ -1,0 +1,69 @@
+"""Beam flags for clipforge jobs: pass-through options, a check for unknown flags, the local runner."""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines.config import SetupError
+
+# Runner names that mean "run here". Beam's DirectRunner would first try PrismRunner, which
+# downloads a binary at run time (and differs offline and online); clipforge runs the
+# DirectRunner's own engine, the FnApiRunner, which honours --direct_num_workers and
+# --direct_running_mode. Ask for PrismRunner by name to get it.
+LOCAL_RUNNERS = (None, "direct", "directrunner")
+
+
+def _stray(args: list[str]) -> list[str]:
+    """Words that are neither a flag nor the value right after a `--flag` without `=`."""
+    out, expects_value = [], False
+    for a in args:
+        if a.startswith("-"):
+            expects_value = "=" not in a
+        elif expects_value:
+            expects_value = False
+        else:
+            out.append(a)
+    return out
+
+
+def pipeline_options(args: list[str]) -> PipelineOptions:
+    """Builds PipelineOptions from the flags a job did not know, refusing anything Beam doesn't know.
+
+    Raises:
+      SetupError: a stray argument, an unknown flag (a typo of an ingest flag lands here), or
+        a runner that cannot be loaded.
+    """
+    stray = _stray(args)
+    if stray:
+        raise SetupError(f"unexpected argument(s) {stray}")
+    options = PipelineOptions(args)
+    runner = options.view_as(StandardOptions).runner
+    if runner and runner.lower() not in LOCAL_RUNNERS:
+        from apache_beam.runners.runner import create_runner
+        try:
+            create_runner(runner)  # imports it, which also registers its own options
+        except (ValueError, ImportError, AttributeError) as e:
+            raise SetupError(f"--runner {runner}: {e}") from None
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+    if unknown:
+        raise SetupError(f"unknown flag(s) {', '.join('--' + u for u in unknown)}: neither a flag of this "
+                         "command (see --help) nor an Apache Beam pipeline option")
+    return options
+
+
+def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A Pipeline on the requested runner, or on the local FnApiRunner by default."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner.lower() in LOCAL_RUNNERS:
+        return beam.Pipeline(runner=local_runner(options), options=options)
+    return beam.Pipeline(options=options)
+
+
+def local_runner(options: PipelineOptions | None = None):
+    """The FnApiRunner set up as Beam's DirectRunner sets it up (tests pass it to TestPipeline)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    encoded = JobServiceHandle.encode_pipeline_options((options or PipelineOptions([])).get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)

@@ -1,0 +1,195 @@
+"""The typed ingest config: one dataclass, loadable from flags or YAML, checked before any work."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from typing import Optional
+
+from schemas.configs import ConfigError, from_mapping, load_yaml
+from schemas.metadata import COMPRESSIONS
+from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
+
+SPLIT_NAMES = ("train", "validation", "test")
+COLORS = {"gray": 1, "rgb": 3}
+RESIZE_MODES = ("stretch", "crop", "pad")
+RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
+# Settings that do not change a dataset's content: left out of its fingerprint.
+NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads")
+
+
+class SetupError(Exception):
+    """A wrong set-up found before any work: `clipforge ingest` prints it and exits 2."""
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """Every setting of one ingest run; the same names as the flags (with _ for -) and YAML keys.
+
+    Attributes:
+      input: a directory of videos, a glob, or a text file listing one path per line.
+      output: the dataset directory to create.
+      task: regression | classification | next_frame.
+      labels: CSV or Parquet file joined on `video` (file name) or `video_id`.
+      target_columns: regression outputs, in record order.
+      label_column: classification label column.
+      frames, stride, fps, size ("HxW"), color (gray|rgb): the window spec.
+      horizon: next_frame: frames after each window stored as its target.
+      resize: stretch | crop | pad.
+      splits: train, validation, test fractions (1 to 3 values summing to 1).
+      encoding: png | jpeg | raw; None picks png for gray and jpeg for rgb.
+      jpeg_quality: 1..100.
+      num_shards: shards per split; 0 picks a count giving shards of 100-200 MiB (estimated).
+      compression: none | gzip.
+      overwrite: replace an existing output directory (atomically).
+      video_timeout: wall-clock seconds allowed for probing and decoding one video.
+      ffmpeg_threads: decoder threads per ffmpeg process; 0 lets ffmpeg choose.
+    """
+
+    input: str = ""
+    output: str = ""
+    task: str = ""
+    labels: Optional[str] = None
+    target_columns: tuple[str, ...] = ("target",)
+    label_column: str = "label"
+    frames: int = 16
+    stride: int = 16
+    fps: float = 10.0
+    size: str = "112x112"
+    color: str = "rgb"
+    horizon: int = 1
+    resize: str = "stretch"
+    splits: tuple[float, ...] = (0.8, 0.1, 0.1)
+    encoding: Optional[str] = None
+    jpeg_quality: int = 95
+    num_shards: int = 0
+    compression: str = "none"
+    overwrite: bool = False
+    video_timeout: float = 600.0
+    ffmpeg_threads: int = 0
+
+    def to_dict(self, data_only: bool = False) -> dict:
+        """The config as JSON-ready values; data_only leaves out NON_DATA_FIELDS."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: v for k, v in d.items() if not (data_only and k in NON_DATA_FIELDS)}
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(self.size))
+        if not m:
+            raise ConfigError(f"size={self.size!r}: expected HEIGHTxWIDTH, e.g. 112x112")
+        return int(m.group(1)), int(m.group(2))
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return SPLIT_NAMES[:len(self.splits)]
+
+    @property
+    def resolved_encoding(self) -> str:
+        return self.encoding or ("png" if self.color == "gray" else "jpeg")
+
+    def window_spec(self) -> WindowSpec:
+        h, w = self.height_width
+        return WindowSpec(frames=self.frames, stride=self.stride, fps=self.fps, height=h, width=w,
+                          channels=COLORS[self.color], encoding=self.resolved_encoding,
+                          jpeg_quality=self.jpeg_quality)
+
+    def target_spec(self, classes: tuple[str, ...] = ()) -> TargetSpec:
+        if self.task == "regression":
+            return TargetSpec("regression", outputs=self.target_columns)
+        if self.task == "classification":
+            return TargetSpec("classification", classes=classes)
+        return TargetSpec("next_frame", horizon=self.horizon)
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field whose value cannot work."""
+        def need(cond, field, expected):
+            if not cond:
+                raise ConfigError(f"{field}={getattr(self, field)!r} is invalid: expected {expected}")
+        need(bool(self.input), "input", "a directory, glob or list file of videos (--input)")
+        need(bool(self.output), "output", "a dataset directory to write (--output)")
+        need(self.task in TASKS, "task", " | ".join(TASKS))
+        need(self.color in COLORS, "color", "gray | rgb")
+        need(self.resize in RESIZE_MODES, "resize", " | ".join(RESIZE_MODES))
+        need(self.encoding is None or self.encoding in ENCODINGS, "encoding", " | ".join(ENCODINGS))
+        need(self.compression in COMPRESSIONS, "compression", " | ".join(COMPRESSIONS))
+        need(self.num_shards >= 0, "num_shards", "0 (automatic) or a positive count")
+        need(self.video_timeout > 0, "video_timeout", "a positive number of seconds")
+        need(self.ffmpeg_threads >= 0, "ffmpeg_threads", "0 (automatic) or a positive count")
+        need(self.horizon >= 1, "horizon", "an integer >= 1")
+        need(1 <= len(self.splits) <= 3 and all(f >= 0 for f in self.splits)
+             and abs(sum(self.splits) - 1) < 1e-6 and self.splits[0] > 0, "splits",
+             "1 to 3 fractions (train, validation, test) >= 0 that sum to 1, train > 0")
+        if self.task == "next_frame":
+            need(self.labels is None, "labels", "no labels file: next_frame targets are the video's own frames")
+        else:
+            need(bool(self.labels), "labels", f"a CSV or Parquet labels file: --task {self.task} needs one")
+        need(len(self.target_columns) >= 1 and len(set(self.target_columns)) == len(self.target_columns),
+             "target_columns", "one or more distinct column names")
+        clash = sorted(set(self.target_columns) & set(RESERVED_COLUMNS))
+        need(not clash or self.task != "regression", "target_columns", f"names other than {RESERVED_COLUMNS}")
+        need(self.label_column not in RESERVED_COLUMNS or self.task != "classification", "label_column",
+             f"a name other than {RESERVED_COLUMNS}")
+        try:
+            self.window_spec()
+        except SpecError as e:
+            raise ConfigError(str(e)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear message and exit 2 from run(), not SystemExit here
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="clipforge ingest", allow_abbrev=False,
+        description="Decode videos into windows of frames and write them as sharded TFRecords under "
+                    "OUTPUT/<split>/, with OUTPUT/dead_letter.jsonl for unusable videos and "
+                    "OUTPUT/metadata.json written last. Flags not listed here go to Apache Beam "
+                    "(e.g. --runner, --direct_num_workers, --direct_running_mode); DirectRunner by default.")
+    a = p.add_argument
+    a("--config", help="YAML file with any of the settings below (keys spelled with _); flags override it")
+    a("--input", help="a directory (its video files, recursively), a glob, or a text file with one path "
+                      "per line; local paths or any Beam filesystem (gs://, s3://)")
+    a("--output", help="dataset directory to create; written beside it and renamed into place at the end")
+    a("--task", choices=TASKS, help="what each window is labelled with")
+    a("--labels", help="CSV or Parquet joined on column `video` (file name) or `video_id`: one row per "
+                       "video, or segments (start, end seconds), or a time series (time seconds)")
+    a("--target-columns", help="regression: comma-separated target columns (default: target)")
+    a("--label-column", help="classification: the label column (default: label)")
+    a("--frames", type=int, help="frames per window, T (default 16)")
+    a("--stride", type=int, help="frames between window starts (default 16)")
+    a("--fps", type=float, help="frame rate every video is resampled to (default 10)")
+    a("--size", help="frame size HEIGHTxWIDTH after resizing (default 112x112)")
+    a("--color", choices=sorted(COLORS), help="gray (1 channel) or rgb (3) (default rgb)")
+    a("--horizon", type=int, help="next_frame: frames after each window kept as its target (default 1)")
+    a("--resize", choices=RESIZE_MODES, help="stretch to the size, crop to fill it, or pad to fit it "
+                                             "(default stretch)")
+    a("--splits", help="train,validation,test fractions by a stable hash of the video id (default 0.8,0.1,0.1)")
+    a("--encoding", choices=ENCODINGS, help="frame storage (default png for gray, jpeg for rgb)")
+    a("--jpeg-quality", type=int, help="jpeg quality 1..100 (default 95)")
+    a("--num-shards", type=int, help="shards per split; 0 = estimated from the corpus for 100-200 MiB shards (default)")
+    a("--compression", choices=COMPRESSIONS, help="shard compression (default none)")
+    a("--overwrite", action="store_true", default=None,
+      help="replace an existing output directory (atomically); without it an existing one is refused")
+    a("--video-timeout", type=float, help="seconds allowed to probe and decode one video (default 600)")
+    a("--ffmpeg-threads", type=int, help="decoder threads per ffmpeg process; 0 = ffmpeg decides (default)")
+    return p
+
+
+def parse_config(argv: list[str]) -> tuple[IngestConfig, list[str]]:
+    """Parses ingest flags (and --config YAML) into a checked IngestConfig.
+
+    Returns:
+      (config, the flags left over for Beam's PipelineOptions).
+
+    Raises:
+      ConfigError: a flag or YAML value is missing, unknown or invalid; the message names it.
+    """
+    args, rest = build_parser().parse_known_args(argv)
+    values = load_yaml(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    config = from_mapping(IngestConfig, values, where=args.config or "flags")
+    config.check()
+    return config, rest

@@ -1,0 +1,174 @@
+"""`clipforge ingest`: videos -> windows -> sharded TFRecords, dead_letter.jsonl, metadata.json last."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+
+import apache_beam as beam
+
+from pipelines import output as out_dir
+from pipelines.beam_options import create_pipeline, pipeline_options
+from pipelines.config import IngestConfig, SetupError, parse_config
+from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
+from pipelines.labels import load_labels
+from pipelines.probe import VideoError, probe_video
+from pipelines.records import DeadLetter, VideoJob
+from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
+                                  WriteMetadata, WriteShards)
+from schemas.configs import ConfigError
+from schemas.metadata import DatasetMetadata
+
+# Probing a few videos before the run estimates the corpus length for automatic shard counts.
+SHARD_SAMPLE = 8
+ASSUMED_BYTES_PER_SECOND = 250_000  # ~2 Mbit/s, when no sample can be probed (remote inputs)
+
+
+@dataclasses.dataclass
+class IngestPlan:
+    """Everything decided before the pipeline runs: the checked set-up of one ingest.
+
+    Attributes:
+      config: the checked config.
+      job: what each worker needs per video.
+      videos: the videos to decode (unique video ids).
+      rejected: dead letters found while listing (duplicate ids, listed files that are missing).
+      staging: where shards are written and where the dataset ends up.
+      num_shards: {split: shard count}.
+      fingerprint: hash of inputs and config.
+    """
+
+    config: IngestConfig
+    job: VideoJob
+    videos: list[VideoRef]
+    rejected: list[DeadLetter]
+    staging: out_dir.Staging
+    num_shards: dict[str, int]
+    fingerprint: str
+
+
+def _corpus_seconds(videos: list[VideoRef], timeout: float) -> float:
+    """Estimates the corpus duration from a few probed videos and every video's size."""
+    local = [v for v in videos if is_local(v.path)]
+    step = max(1, len(local) // SHARD_SAMPLE)
+    seconds = size = 0.0
+    for v in local[::step][:SHARD_SAMPLE]:
+        try:
+            info = probe_video(v.path, min(timeout, 30))
+        except VideoError:
+            continue
+        if info.duration and v.size:
+            seconds, size = seconds + info.duration, size + v.size
+    total = sum(v.size for v in videos)
+    return total * seconds / size if size else total / ASSUMED_BYTES_PER_SECOND
+
+
+def prepare(config: IngestConfig) -> IngestPlan:
+    """Runs every set-up check, cheapest first, then creates the staging directory.
+
+    Raises:
+      SetupError: ffmpeg missing, no input matched, labels unreadable or inconsistent, output
+        existing (without --overwrite) or not writable.
+    """
+    missing = [t for t in ("ffmpeg", "ffprobe") if shutil.which(t) is None]
+    if missing:
+        raise SetupError(f"{' and '.join(missing)} not found on PATH: install ffmpeg "
+                         "(apt-get install ffmpeg, brew install ffmpeg), or run `make setup`")
+    refs, listed_missing = list_videos(config.input)
+    videos, dups = split_duplicates(refs)
+    rejected = [DeadLetter(d.path, d.video_id, "read", f"video id {d.video_id!r} is also {kept.path}, "
+                           "which is used instead", "duplicate_video_id") for d, kept in dups]
+    rejected += [DeadLetter(p, video_id_of(p), "read", "listed in the input list but not found",
+                            "missing_file") for p in listed_missing]
+    classes, labels = (), None
+    if config.labels:
+        table = load_labels(config.labels, config.task, config.target_columns, config.label_column)
+        classes, labels = table.classes, table.videos
+        print(f"labels: {table.shape} rows of {len(table.videos)} videos joined on {table.join_column!r}"
+              + (f"; ignoring column(s) {table.ignored}" if table.ignored else ""))
+    spec, target = config.window_spec(), config.target_spec(classes)
+    job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=config.split_names,
+                   split_fractions=tuple(config.splits), labels=labels, timeout=config.video_timeout,
+                   threads=config.ffmpeg_threads)
+    if config.num_shards:
+        counts = [config.num_shards] * len(config.splits)
+    else:
+        counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout), spec,
+                                             job.horizon, tuple(config.splits), config.compression)
+    staging = out_dir.prepare_output(config.output, config.overwrite)
+    return IngestPlan(config, job, videos, rejected, staging, dict(zip(config.split_names, counts)),
+                      fingerprint(refs, config.to_dict(data_only=True), config.labels))
+
+
+def dataset_fingerprint(argv: list[str]) -> str:
+    """The fingerprint ingest would write for these flags, without running it.
+
+    It hashes the input videos (paths, sizes, mtimes), the labels file and the settings that
+    shape the data (not --output, --overwrite or --ffmpeg-threads), so callers can reuse a
+    finished dataset made from the same inputs and settings.
+
+    Raises:
+      ConfigError, SetupError: as `run` would report them.
+    """
+    config, _ = parse_config(argv if "--output" in argv else [*argv, "--output", "unused"])
+    refs, _ = list_videos(config.input)
+    return fingerprint(refs, config.to_dict(data_only=True), config.labels)
+
+
+def build_pipeline(p: beam.Pipeline, plan: IngestPlan) -> None:
+    """Adds the ingest stages to `p`, writing under `plan.staging.work`."""
+    work = plan.staging.work
+    videos = p | "ReadVideos" >> ReadVideos(plan.videos)
+    made = videos | "MakeRecords" >> MakeRecords(plan.job)
+    shards = made["records"] | "WriteShards" >> WriteShards(work, plan.num_shards, plan.config.compression)
+    rejected = p | "ListingRejects" >> beam.Create(plan.rejected)
+    dead = (made[DEAD_LETTER], rejected) | "AllDeadLetters" >> beam.Flatten()
+    dead_out = dead | "WriteDeadLetter" >> WriteDeadLetter(work)
+    finished = {SUMMARY: made[SUMMARY], "dead_counts": dead_out["counts"], "dead_files": dead_out["files"],
+                **{f"shards/{s}": files for s, files in shards.items()}}
+    _ = finished | "WriteMetadata" >> WriteMetadata(work, plan.job.spec, plan.job.target, plan.config.to_dict(),
+                                                    plan.fingerprint)
+
+
+def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
+    """The closing report: videos, windows per split, dead letters by reason, size, time."""
+    stats = meta.stats
+    windows = sum(s["windows"] for s in meta.splits.values())
+    lines = [f"clipforge ingest: {len(plan.videos) + len(plan.rejected)} videos read in {seconds:.1f}s "
+             f"-> {plan.staging.final}"]
+    for name, s in meta.splits.items():
+        lines.append(f"  {name:<10} {s['videos']:>6} videos {s['windows']:>8} windows  {len(s['shards'])} shard(s)")
+    reasons = ", ".join(f"{k}: {v}" for k, v in meta.dead_letter.get("reasons", {}).items())
+    lines.append(f"  dead-lettered {meta.dead_letter['count']}" + (f" ({reasons})" if reasons else "")
+                 + f" -> {meta.dead_letter['path']}")
+    if stats.get("partial_videos"):
+        lines.append(f"  {stats['partial_videos']} video(s) decoded with errors (e.g. truncated); their windows kept")
+    if stats.get("unlabelled_windows"):
+        lines.append(f"  {stats['unlabelled_windows']} window(s) skipped: no label at their last frame's time")
+    size = out_dir.dir_size(plan.staging.final)
+    size_text = f"{size / 2 ** 20:.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:.1f} KiB"
+    lines.append(f"  output {size_text}; {windows / seconds:.1f} windows/s, "
+                 f"{stats.get('frames_decoded', 0) / seconds:.1f} frames/s decoded")
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `clipforge ingest`; returns the exit status (2 for a wrong set-up)."""
+    start = time.time()
+    try:
+        config, beam_args = parse_config(argv)
+        options = pipeline_options(beam_args)
+        plan = prepare(config)
+    except (ConfigError, SetupError) as e:
+        print(f"clipforge ingest: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        with create_pipeline(options) as p:
+            build_pipeline(p, plan)
+        out_dir.publish(plan.staging)
+    except BaseException:
+        out_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
+        raise
+    print(summary(plan, out_dir.load_metadata(plan.staging.final), time.time() - start))
+    return 0

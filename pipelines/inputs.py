@@ -1,0 +1,183 @@
+"""Finding the input videos (directory, glob or list file) through Beam's FileSystems."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from typing import Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.config import SetupError
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".y4m", ".gif"})
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRef:
+    """One input video.
+
+    Attributes:
+      path: absolute local path, or a Beam filesystem URL (gs://...).
+      video_id: the file name without folders: the record's video_id and the labels join key.
+      size: bytes.
+      mtime: last modification, seconds since the epoch.
+    """
+
+    path: str
+    video_id: str
+    size: int = 0
+    mtime: float = 0.0
+
+
+def is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) is None
+
+
+def video_id_of(path: str) -> str:
+    """The file name of a local path or URL."""
+    return os.path.basename(path) if is_local(path) else posixpath.basename(path.rstrip("/"))
+
+
+def _is_video(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _match(patterns: list[str]) -> list[tuple[str, int, float]]:
+    """(path, size, mtime) of what glob patterns match, through Beam's FileSystems."""
+    try:
+        return [(m.path, int(m.size_in_bytes or 0), float(m.last_updated_in_seconds or 0.0))
+                for r in FileSystems.match(patterns) for m in r.metadata_list]
+    except Exception as e:  # noqa: BLE001 - Beam raises BeamIOError or filesystem-specific errors
+        raise SetupError(f"cannot list {patterns[0] if len(patterns) == 1 else 'the inputs'}: {e}") from None
+
+
+def _stat(paths: list[str]) -> list[tuple[str, int, float]]:
+    """(path, size, mtime) of the exact paths that exist (a local name may hold * or [)."""
+    out, remote = [], [p for p in paths if not is_local(p)]
+    for p in paths:
+        if is_local(p) and os.path.isfile(p):
+            st = os.stat(p)
+            out.append((p, st.st_size, st.st_mtime))
+    for p in remote:
+        out += [m for m in _match([p]) if m[0] == p]
+    return out
+
+
+def _walk(root: str) -> list[tuple[str, int, float]]:
+    if not is_local(root):
+        return _match([root.rstrip("/") + "/**"])
+    found = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    return _stat(found)
+
+
+def _read_list(path: str) -> list[str]:
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except Exception as e:  # noqa: BLE001
+        raise SetupError(f"cannot read input list {path}: {e}") from None
+    base = os.path.dirname(path) if is_local(path) else posixpath.dirname(path)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line if os.path.isabs(line) or not is_local(line) else os.path.join(base, line))
+    return out
+
+
+def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
+    """Expands --input into videos.
+
+    A directory gives its video files (by extension, recursively); a path with * ? [ is a glob
+    (every match is taken); an existing file with a video extension is one video; any other
+    file is a list of paths, one per line (blank lines and # comments skipped, relative paths
+    taken from the list's folder).
+
+    Returns:
+      (videos sorted by path, listed paths that do not exist).
+
+    Raises:
+      SetupError: nothing matched, naming the input.
+    """
+    local = is_local(spec)
+    listed_missing: list[str] = []
+    exists = os.path.exists(spec) if local else FileSystems.exists(spec)
+    if (local and os.path.isdir(spec)) or (not local and spec.endswith("/")):
+        found = [m for m in _walk(os.path.abspath(spec) if local else spec) if _is_video(m[0])]
+        what = f"no video files (extensions {', '.join(sorted(VIDEO_EXTENSIONS))}) under {spec}"
+    elif any(ch in spec for ch in "*?[") and not exists:
+        found = _match([os.path.abspath(spec) if local else spec])
+        what = f"no file matches {spec}"
+    elif exists and _is_video(spec):
+        found = _stat([os.path.abspath(spec) if local else spec])
+        what = f"{spec} cannot be read"
+    elif exists:
+        paths = [os.path.abspath(p) if is_local(p) else p for p in _read_list(spec)]
+        found = _stat(paths)
+        seen = {m[0] for m in found}
+        listed_missing = [p for p in paths if p not in seen]
+        what = f"none of the {len(paths)} paths listed in {spec} exists"
+    else:
+        raise SetupError(f"--input {spec} does not exist (expected a directory, a glob or a list file)")
+    refs = sorted({p: VideoRef(p, video_id_of(p), size, mtime) for p, size, mtime in found}.values(),
+                  key=lambda r: r.path)
+    if not refs:
+        raise SetupError(what)
+    return refs, listed_missing
+
+
+def split_duplicates(refs: list[VideoRef]) -> tuple[list[VideoRef], list[tuple[VideoRef, VideoRef]]]:
+    """Keeps the first video (by path) of each video_id.
+
+    Returns:
+      (kept videos, [(duplicate, the kept video with the same id)]).
+    """
+    kept: dict[str, VideoRef] = {}
+    dups = []
+    for r in sorted(refs, key=lambda r: r.path):
+        if r.video_id in kept:
+            dups.append((r, kept[r.video_id]))
+        else:
+            kept[r.video_id] = r
+    return list(kept.values()), dups
+
+
+def fingerprint(refs: list[VideoRef], config: dict, labels_path: str | None) -> str:
+    """sha256 of the inputs (paths, sizes, mtimes), the labels file's and the config."""
+    h = hashlib.sha256()
+    for r in sorted(refs, key=lambda r: r.path):
+        h.update(json.dumps([r.path, r.size, r.mtime], ensure_ascii=True).encode())
+    if labels_path:
+        h.update(json.dumps(["labels", _stat([labels_path])], ensure_ascii=True).encode())
+    h.update(json.dumps(config, sort_keys=True, ensure_ascii=True, default=str).encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def local_file(path: str, scratch_dir: str) -> Iterator[str]:
+    """Yields a local path for `path`: itself when local, else a temp copy deleted afterwards.
+
+    ffmpeg only ever reads local files (its network protocols stay off); a remote input is
+    copied through Beam's FileSystems first.
+    """
+    if is_local(path):
+        yield path
+        return
+    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1][:16], dir=scratch_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, \
+                FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -1,0 +1,237 @@
+"""Label tables (CSV or Parquet, read with pyarrow): per video, segments or a time series."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.config import SetupError
+
+JOIN_COLUMNS = ("video_id", "video")  # the first one present is used
+SHAPES = ("video", "segments", "series")
+Target = Union[np.ndarray, int]  # regression (D,) float64, or a class index
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoLabels:
+    """The label rows of one video.
+
+    Attributes:
+      shape: video (one row), segments (start/end seconds) or series (time seconds).
+      values: regression (rows, D) float64; classification (rows,) int64 class indices.
+      rows: (rows,) 1-based row numbers in the labels file, for messages.
+      start, end: segments, sorted by start; a segment covers start <= t < end.
+      time: series, strictly increasing.
+    """
+
+    shape: str
+    values: np.ndarray
+    rows: np.ndarray
+    start: Optional[np.ndarray] = None
+    end: Optional[np.ndarray] = None
+    time: Optional[np.ndarray] = None
+
+    def problem(self, outputs: tuple[str, ...]) -> Optional[str]:
+        """Why this video cannot be used (a NaN or infinite target), or None."""
+        if self.values.dtype.kind != "f":
+            return None
+        bad = ~np.isfinite(self.values)
+        if not bad.any():
+            return None
+        r, c = np.argwhere(bad)[0]
+        return (f"target {outputs[c]!r} is {self.values[r, c]} (empty, NaN or infinite) at labels "
+                f"row {self.rows[r]}")
+
+    def at(self, t: float) -> Optional[Target]:
+        """The target at time `t` seconds, or None when no row covers it.
+
+        video: the row's value. segments: the value of the segment with start <= t < end.
+        series: linear interpolation between the rows around t (None outside the series).
+        """
+        if self.shape == "video":
+            return self._value(0)
+        if self.shape == "segments":
+            i = int(np.searchsorted(self.start, t, side="right")) - 1
+            return self._value(i) if i >= 0 and t < self.end[i] else None
+        if t < self.time[0] - 1e-9 or t > self.time[-1] + 1e-9:
+            return None
+        return np.array([np.interp(t, self.time, self.values[:, d]) for d in range(self.values.shape[1])])
+
+    def _value(self, i: int) -> Target:
+        return self.values[i].copy() if self.values.ndim == 2 else int(self.values[i])
+
+
+@dataclasses.dataclass
+class LabelTable:
+    """A labels file, checked and grouped by video id.
+
+    Attributes:
+      path: the file read.
+      shape: video | segments | series.
+      join_column: video_id or video.
+      classes: classification class names, in index order (numeric order when all are
+        integers, otherwise sorted); () for regression.
+      videos: {video_id: VideoLabels}.
+      ignored: columns present but unused.
+    """
+
+    path: str
+    shape: str
+    join_column: str
+    classes: tuple[str, ...]
+    videos: dict[str, VideoLabels]
+    ignored: list[str]
+
+
+def _read_table(path: str, string_columns: list[str]) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        with FileSystems.open(path) as f:
+            data = f.read()
+    except Exception as e:  # noqa: BLE001 - any filesystem's "cannot open" becomes one message
+        raise SetupError(f"cannot read labels file {path}: {e}") from None
+    try:
+        if data[:4] == b"PAR1":
+            return pq.read_table(pa.BufferReader(data))
+        opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns})
+        return pcsv.read_csv(pa.BufferReader(data), convert_options=opts)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+        raise SetupError(f"labels file {path} is not readable CSV or Parquet: {e}") from None
+
+
+def _numbers(table: pa.Table, name: str, path: str, allow_empty: bool) -> np.ndarray:
+    """A column as float64; raises SetupError naming the first row that is not a number."""
+    col = table[name]
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+        arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        values = col.to_pylist()
+        arr = np.empty(len(values), np.float64)
+        for i, v in enumerate(values):
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                arr[i] = np.nan if v is None or v == "" else float(v)
+            except (TypeError, ValueError):
+                raise SetupError(f"labels file {path} row {i + 1}: column {name!r} holds {v!r}, "
+                                 f"expected a number") from None
+    if not allow_empty:
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise SetupError(f"labels file {path} row {bad[0] + 1}: column {name!r} is "
+                             f"{table[name][int(bad[0])].as_py()!r}, expected a finite number of seconds")
+    return arr
+
+
+def _strings(table: pa.Table, name: str, path: str) -> list[str]:
+    values = table[name].cast(pa.string()).to_pylist()
+    for i, v in enumerate(values):
+        if v is None or v == "":
+            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} is empty")
+    return values
+
+
+def _class_order(names: set[str]) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(names, key=int))
+    except ValueError:
+        return tuple(sorted(names))
+
+
+def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_column: str) -> LabelTable:
+    """Reads and checks a labels file before any video is touched.
+
+    Args:
+      path: CSV or Parquet (any Beam filesystem path).
+      task: regression or classification.
+      target_columns: regression value columns.
+      label_column: classification label column.
+
+    Returns:
+      The LabelTable. Rows with NaN/empty targets are kept; their videos are dead-lettered.
+
+    Raises:
+      SetupError: unreadable file, a missing column, a value of the wrong type, a duplicated
+        row (or overlapping segments), naming the file, column and row (rows count from 1,
+        header excluded).
+    """
+    table = _read_table(path, list(JOIN_COLUMNS) + [label_column])
+    cols = table.column_names
+    join = next((c for c in JOIN_COLUMNS if c in cols), None)
+    if join is None:
+        raise SetupError(f"labels file {path} has no 'video' or 'video_id' column to join on (columns: {cols})")
+    needed = list(target_columns) if task == "regression" else [label_column]
+    missing = [c for c in needed if c not in cols]
+    if missing:
+        flag = "--target-columns" if task == "regression" else "--label-column"
+        raise SetupError(f"labels file {path} lacks column(s) {missing} ({flag}); it has {cols}")
+    if ("start" in cols) != ("end" in cols):
+        raise SetupError(f"labels file {path} has {'start' if 'start' in cols else 'end'!r} without "
+                         f"{'end' if 'start' in cols else 'start'!r}: segments need both")
+    shape = "segments" if "start" in cols else "series" if "time" in cols else "video"
+    if shape == "series" and task != "regression":
+        raise SetupError(f"labels file {path} is a time series (column 'time'): only --task regression "
+                         "interpolates targets; use segments (start, end) for class labels")
+    keys = {"video": [], "segments": ["start", "end"], "series": ["time"]}[shape]
+    ignored = [c for c in cols if c not in [join, *needed, *keys] and c not in JOIN_COLUMNS]
+
+    ids = [os.path.basename(str(v).replace("\\", "/")) for v in _strings(table, join, path)]
+    classes: tuple[str, ...] = ()
+    if task == "regression":
+        values = np.stack([_numbers(table, c, path, allow_empty=True) for c in target_columns], axis=1)
+    else:
+        names = _strings(table, label_column, path)
+        classes = _class_order(set(names))
+        if len(classes) < 2:
+            raise SetupError(f"labels file {path}: column {label_column!r} holds only {list(classes)}; "
+                             "classification needs at least two classes")
+        index = {c: i for i, c in enumerate(classes)}
+        values = np.array([index[n] for n in names], np.int64)
+    times = {k: _numbers(table, k, path, allow_empty=False) for k in keys}
+    return LabelTable(path=path, shape=shape, join_column=join, classes=classes,
+                      videos=_group(ids, values, times, shape, path), ignored=ignored)
+
+
+def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str) -> dict[str, VideoLabels]:
+    """Groups rows by video, sorted by time, refusing duplicates and overlapping segments."""
+    uniq, codes = np.unique(np.array(ids, dtype=object), return_inverse=True)
+    sort_key = times["start"] if shape == "segments" else times["time"] if shape == "series" else np.zeros(len(ids))
+    order = np.lexsort((sort_key, codes))
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    out = {}
+    for rows in np.split(order, bounds):
+        if rows.size == 0:
+            continue
+        vid = str(uniq[codes[rows[0]]])
+        numbers = rows + 1
+        if shape == "video":
+            if rows.size > 1:
+                raise SetupError(f"labels file {path}: rows {sorted(numbers.tolist())[:5]} all label "
+                                 f"video {vid!r}; keep one row per video")
+            out[vid] = VideoLabels("video", values[rows], numbers)
+        elif shape == "series":
+            t = times["time"][rows]
+            dup = np.flatnonzero(np.diff(t) <= 0)
+            if dup.size:
+                i = dup[0]
+                raise SetupError(f"labels file {path}: rows {numbers[i]} and {numbers[i + 1]} both give "
+                                 f"video {vid!r} at time {t[i]:g}")
+            out[vid] = VideoLabels("series", values[rows], numbers, time=t)
+        else:
+            s, e = times["start"][rows], times["end"][rows]
+            empty = np.flatnonzero(e <= s)
+            if empty.size:
+                raise SetupError(f"labels file {path} row {numbers[empty[0]]}: segment of {vid!r} has "
+                                 f"end {e[empty[0]]:g} <= start {s[empty[0]]:g}")
+            overlap = np.flatnonzero(s[1:] < e[:-1])
+            if overlap.size:
+                i = overlap[0]
+                raise SetupError(f"labels file {path}: rows {numbers[i]} and {numbers[i + 1]} give "
+                                 f"overlapping segments of video {vid!r}")
+            out[vid] = VideoLabels("segments", values[rows], numbers, start=s, end=e)
+    return out

@@ -1,0 +1,209 @@
+"""The dataset directory: staged beside OUTPUT, counted, described by metadata.json, swapped in."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import struct
+import uuid
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.config import SetupError
+from pipelines.stats import DatasetStats
+from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
+from schemas.spec import TargetSpec, WindowSpec
+from schemas.tfrecord import CorruptRecordError, masked_crc
+
+SHARD_PREFIX = "part"
+MAX_SHARD_BYTES = 200 * 2 ** 20  # ceil(bytes / max) shards: each 100-200 MiB once a split passes 200
+# Stored bytes per decoded byte, measured on 112x112 frames of natural-looking video (README
+# figures); only used to pick a shard count when --num-shards is 0.
+STORED_RATIO = {"raw": 1.0, "png": 0.55, "jpeg": 0.15}
+GZIP_RATIO = {"raw": 0.6, "png": 0.98, "jpeg": 0.98}
+
+
+@dataclasses.dataclass(frozen=True)
+class Staging:
+    """Where a run writes (`work`) and where the finished dataset ends up (`final`).
+
+    Local outputs are written to a hidden sibling directory and renamed into place at the
+    end, so a reader never sees a half-written dataset and old and new shards never mix.
+    Remote outputs (gs://...) have no atomic rename: they are written in place, with
+    metadata.json last as the only mark of a finished dataset.
+    """
+
+    final: str
+    work: str
+
+    @property
+    def local(self) -> bool:
+        return FileSystems.get_scheme(self.final) is None
+
+
+def prepare_output(output: str, overwrite: bool) -> Staging:
+    """Checks OUTPUT and creates the staging directory (the writability test), before any work.
+
+    Raises:
+      SetupError: OUTPUT exists without --overwrite, is a file, or its parent is not writable.
+    """
+    if FileSystems.get_scheme(output) is not None:
+        root = output.rstrip("/")
+        old = [m.path for m in FileSystems.match([root + "/**"])[0].metadata_list]
+        if old and not overwrite:
+            raise SetupError(f"--output {output} is not empty; pass --overwrite to replace it")
+        if old:  # no atomic rename on object stores: the old dataset goes first, metadata.json with it
+            FileSystems.delete(sorted(old, key=lambda p: not p.endswith(METADATA_FILE)))
+        return Staging(root, root)
+    final = os.path.abspath(output)
+    if os.path.isfile(final):
+        raise SetupError(f"--output {output} is a file, not a directory")
+    if os.path.exists(final) and not overwrite:
+        raise SetupError(f"--output {output} already exists; pass --overwrite to replace it, or choose a new path")
+    parent = os.path.dirname(final)
+    work = os.path.join(parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(work)
+    except OSError as e:
+        raise SetupError(f"--output {output} is not writable: {e.strerror} ({e.filename})") from None
+    return Staging(final, work)
+
+
+def publish(staging: Staging) -> None:
+    """Moves the finished staging directory into place, replacing an old dataset if any."""
+    if not staging.local:
+        return
+    old = None
+    if os.path.exists(staging.final):
+        old = f"{staging.work}.old"
+        os.rename(staging.final, old)
+    os.rename(staging.work, staging.final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(staging: Staging) -> None:
+    """Removes a failed run's staging directory (never the final one of a remote output)."""
+    if staging.local:
+        shutil.rmtree(staging.work, ignore_errors=True)
+
+
+def count_records(path: str, compression: str) -> int:
+    """Counts a shard's records from the TFRecord length headers, skipping the payloads.
+
+    Works through Beam's FileSystems, so local and remote shards alike.
+    """
+    ctype = CompressionTypes.GZIP if compression == "gzip" else CompressionTypes.UNCOMPRESSED
+    n = offset = 0
+    with FileSystems.open(path, compression_type=ctype) as f:
+        while True:
+            header = f.read(12)
+            if not header:
+                return n
+            if len(header) < 12:
+                raise CorruptRecordError(path, n, offset, "truncated record header")
+            length, length_crc = struct.unpack("<QI", header)
+            if masked_crc(header[:8]) != length_crc:
+                raise CorruptRecordError(path, n, offset, "length checksum mismatch")
+            f.seek(length + 4, os.SEEK_CUR)
+            n += 1
+            offset += 16 + length
+
+
+def relative(path: str, root: str) -> str:
+    return path[len(root.rstrip("/")) + 1:] if path.startswith(root.rstrip("/") + "/") else path
+
+
+def list_shards(work: str, split: str) -> list[str]:
+    """The shard files of a split, found on disk.
+
+    Listed rather than taken from the sink's output: when Beam retries a finalize step (e.g.
+    --direct_runner_bundle_repeat), the retry renames nothing and reports no files.
+    """
+    found = FileSystems.match([f"{work.rstrip('/')}/{split}/{SHARD_PREFIX}-*"])[0].metadata_list
+    return sorted(m.path for m in found)
+
+
+def remove_beam_temp(work: str) -> None:
+    """Deletes the beam-temp-* leftovers that retried sink steps can leave under WORK."""
+    if FileSystems.get_scheme(work) is None:
+        for d, dirs, _ in os.walk(work):
+            for name in [n for n in dirs if n.startswith("beam-temp-")]:
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+        return
+    leftovers = [m.path for m in FileSystems.match([work.rstrip("/") + "/**"])[0].metadata_list
+                 if "/beam-temp-" in m.path]
+    if leftovers:
+        FileSystems.delete(leftovers)
+
+
+def build_metadata(work: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str,
+                   split_names: list[str], stats: DatasetStats, dead_counts: dict[str, int]) -> DatasetMetadata:
+    """Assembles metadata.json from what the sinks wrote: shards (counted), stats, dead letters."""
+    compression = config.get("compression", "none")
+    splits = {}
+    for name in split_names:
+        shards = [{"path": relative(p, work), "records": count_records(p, compression)}
+                  for p in list_shards(work, name)]
+        totals = stats.splits.get(name)
+        splits[name] = {"videos": totals.videos if totals else 0,
+                        "windows": sum(s["records"] for s in shards), "shards": shards}
+    return DatasetMetadata(
+        spec=spec, target=target, splits=splits,
+        dead_letter={"count": int(sum(dead_counts.values())), "path": DEAD_LETTER_FILE,
+                     "reasons": dict(sorted(dead_counts.items()))},
+        stats=stats.to_stats(target.task, spec.channels, len(target.outputs), len(target.classes)),
+        config=config, fingerprint=fingerprint, compression=compression,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def write_metadata(meta: DatasetMetadata, work: str) -> str:
+    """Writes WORK/metadata.json (atomically when local); call it after everything else."""
+    if FileSystems.get_scheme(work) is None:
+        return meta.write(work)
+    path = work.rstrip("/") + "/" + METADATA_FILE
+    with FileSystems.create(path, mime_type="application/json") as f:
+        f.write(meta.to_json().encode("utf-8"))
+    return path
+
+
+def load_metadata(directory: str) -> DatasetMetadata:
+    """metadata.json of a finished dataset, local or remote."""
+    if FileSystems.get_scheme(directory) is None:
+        return DatasetMetadata.load(directory)
+    with FileSystems.open(directory.rstrip("/") + "/" + METADATA_FILE) as f:
+        return DatasetMetadata.from_dict(json.loads(f.read()), source=directory)
+
+
+def estimate_num_shards(seconds: float, spec: WindowSpec, horizon: int, fractions: tuple[float, ...],
+                        compression: str) -> list[int]:
+    """Shards per split of 100-200 MiB each (one when smaller), from the corpus duration.
+
+    Used when --num-shards is 0; the sizes are estimates (STORED_RATIO), not measurements.
+    """
+    per_frame = spec.height * spec.width * spec.channels * STORED_RATIO[spec.encoding]
+    if compression == "gzip":
+        per_frame *= GZIP_RATIO[spec.encoding]
+    total = seconds * spec.fps / spec.stride * (spec.frames + horizon) * per_frame
+    return [max(1, math.ceil(total * f / MAX_SHARD_BYTES)) for f in fractions]
+
+
+def dir_size(path: str) -> int:
+    """Bytes under a local directory (0 for remote outputs)."""
+    if FileSystems.get_scheme(path) is not None:
+        return 0
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def read_dead_letters(directory: str) -> list[dict]:
+    """The dead-letter records of a finished local dataset."""
+    path = os.path.join(directory, DEAD_LETTER_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,240 @@
+"""The ingest stages as composite PTransforms; the work itself lives in Beam-free functions.
+
+Decode, windowing and encoding are one DoFn (`MakeRecords`): frames never become
+PCollection elements, because a stream of raw frames between stages would be materialised
+and each frame could no longer be encoded once for all the windows that share it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import typing
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics import Metrics
+
+from pipelines.inputs import VideoRef
+from pipelines.output import SHARD_PREFIX, build_metadata, remove_beam_temp, write_metadata
+from pipelines.records import DeadLetter, VideoJob, process_video, video_windows
+from pipelines.stats import DatasetStats, VideoSummary
+from schemas.metadata import DEAD_LETTER_FILE
+from schemas.spec import TargetSpec, WindowSpec
+
+RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
+Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
+
+
+# DoFns emit (kind, value) pairs that are then split with one filter per kind, rather than
+# TaggedOutputs or Partition: Beam's DaskRunner does not route multiple outputs apart.
+def _only(item: tuple, kind: str):
+    if item[0] == kind:
+        yield item[1]
+
+
+def _split_by_kind(tagged, kinds: tuple[str, ...]) -> dict:
+    return {kind: tagged | f"Only[{kind}]" >> beam.FlatMap(_only, kind) for kind in kinds}
+
+
+class ReadVideos(beam.PTransform):
+    """Starts the pipeline from the listed videos: PBegin -> PCollection[VideoRef]."""
+
+    def __init__(self, refs: list[VideoRef]):
+        super().__init__()
+        self.refs = refs
+
+    def expand(self, pbegin):
+        # Create re-shuffles its elements, so videos spread over workers from the start.
+        return pbegin | "List" >> beam.Create(self.refs)
+
+
+class _VideoFn(beam.DoFn):
+    """Shared worker set-up: ffmpeg must exist, and a scratch dir for remote copies."""
+
+    def setup(self):
+        missing = [t for t in ("ffmpeg", "ffprobe") if shutil.which(t) is None]
+        if missing:
+            raise RuntimeError(f"{' and '.join(missing)} not found on this worker's PATH; install ffmpeg")
+        self.scratch = tempfile.mkdtemp(prefix="clipforge-")
+        self.dead = Metrics.counter("clipforge", "videos_dead_lettered")
+
+    def teardown(self):
+        shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
+
+
+class _MakeRecordsFn(_VideoFn):
+    def __init__(self, job: VideoJob):
+        self.job = job
+
+    def setup(self):
+        super().setup()
+        self.videos = Metrics.counter("clipforge", "videos_written")
+        self.windows = Metrics.counter("clipforge", "windows_written")
+        self.frames = Metrics.counter("clipforge", "frames_decoded")
+        self.partial = Metrics.counter("clipforge", "videos_partially_decoded")
+
+    def process(self, ref: VideoRef):
+        for out in process_video(ref, self.job, self.scratch):
+            if isinstance(out, tuple):
+                self.windows.inc()
+                yield RECORD, out
+            elif isinstance(out, VideoSummary):
+                self.videos.inc()
+                self.frames.inc(out.frames_decoded)
+                if out.partial:
+                    self.partial.inc()
+                yield SUMMARY, out
+            else:
+                self.dead.inc()
+                yield DEAD_LETTER, out
+
+
+class MakeRecords(beam.PTransform):
+    """Decodes each video and turns its windows into records, streaming (see `process_video`).
+
+    Returns:
+      {"records": PCollection[(split, bytes)], "summary": PCollection[VideoSummary],
+       "dead_letter": PCollection[DeadLetter]}.
+    """
+
+    def __init__(self, job: VideoJob):
+        super().__init__()
+        self.job = job
+
+    def expand(self, videos):
+        tagged = videos | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job))
+        out = _split_by_kind(tagged, (SUMMARY, DEAD_LETTER))
+        out[RECORD] = tagged | f"Only[{RECORD}]" >> beam.FlatMap(_only, RECORD).with_output_types(Record)
+        return out
+
+
+class _DecodeWindowsFn(_VideoFn):
+    def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int):
+        self.args = (spec, resize, horizon, timeout)
+        self.threads = threads
+
+    def process(self, ref: VideoRef):
+        for out in video_windows(ref, *self.args, scratch_dir=self.scratch, threads=self.threads):
+            if isinstance(out, DeadLetter):
+                self.dead.inc()
+                yield DEAD_LETTER, out
+            else:
+                yield WINDOW, out
+
+
+class DecodeWindows(beam.PTransform):
+    """Decodes videos into task-free windows of uint8 frames (for predict; no labels, no split).
+
+    Args:
+      spec: the WindowSpec (e.g. from a model's metadata.json); encoding is ignored.
+      resize: stretch | crop | pad, as at ingest.
+      horizon: frames after each window to carry as `next_frames` (0: none).
+      timeout: wall-clock seconds for probing and decoding one video.
+      threads: ffmpeg decoder threads (0 = ffmpeg decides).
+
+    Returns:
+      {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
+    """
+
+    def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
+                 timeout: float = 600.0, threads: int = 0):
+        super().__init__()
+        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads)
+
+    def expand(self, videos):
+        return _split_by_kind(videos | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))
+
+
+class WriteShards(beam.PTransform):
+    """Reshuffles records and writes each split with WriteToTFRecord under OUTPUT/<split>/.
+
+    Returns:
+      {split: PCollection of the shard file names written}.
+    """
+
+    def __init__(self, output_dir: str, num_shards: dict[str, int], compression: str = "none"):
+        super().__init__()
+        self.output_dir, self.num_shards, self.compression = output_dir.rstrip("/"), num_shards, compression
+
+    def expand(self, records):
+        # One video's windows arrive together; reshuffling spreads them over every shard and
+        # mixes their order, so a reader's shuffle buffer sees many videos.
+        shuffled = records | "Reshuffle" >> beam.Reshuffle()
+        gzip = self.compression == "gzip"
+        files = {}
+        for name, count in self.num_shards.items():
+            files[name] = (
+                shuffled | f"Only[{name}]" >> beam.FlatMap(_only, name).with_output_types(bytes)
+                | f"Write[{name}]" >> beam.io.WriteToTFRecord(
+                    f"{self.output_dir}/{name}/{SHARD_PREFIX}", num_shards=count,
+                    file_name_suffix=".tfrecord.gz" if gzip else ".tfrecord",
+                    compression_type=CompressionTypes.GZIP if gzip else CompressionTypes.UNCOMPRESSED))
+        return files
+
+
+class WriteDeadLetter(beam.PTransform):
+    """Writes OUTPUT/dead_letter.jsonl (one JSON object per video, possibly none).
+
+    Returns:
+      {"files": PCollection[file name], "counts": PCollection[{kind: n}] (a single dict)}.
+    """
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.path = f"{output_dir.rstrip('/')}/{DEAD_LETTER_FILE}"
+
+    def expand(self, dead):
+        files = (dead | "ToJson" >> beam.Map(DeadLetter.to_json)
+                 | "Write" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1))
+        counts = (dead | "Kind" >> beam.Map(lambda d: d.kind) | "Count" >> beam.combiners.Count.PerElement()
+                  | "ToDict" >> beam.combiners.ToDict())
+        return {"files": files, "counts": counts}
+
+
+class _StatsFn(beam.CombineFn):
+    def create_accumulator(self):
+        return DatasetStats()
+
+    def add_input(self, acc, summary):
+        return acc.add(summary)
+
+    def merge_accumulators(self, accs):
+        out = DatasetStats()
+        for a in accs:
+            out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class WriteMetadata(beam.PTransform):
+    """Writes metadata.json last: after every shard and the dead-letter file are final.
+
+    Its input is {"summary": PCollection[VideoSummary], "dead_counts": PCollection[dict],
+    "dead_files": PCollection[str], "shards/<split>": PCollection[str] per split}. The sinks'
+    outputs are side inputs, so this step cannot start before every sink has finished; it then
+    lists and counts the shards on disk and writes metadata.json.
+    """
+
+    def __init__(self, output_dir: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str):
+        super().__init__()
+        self.args = (output_dir, spec, target, config, fingerprint)
+
+    def expand(self, inputs):
+        p = inputs["summary"].pipeline
+        stats = inputs["summary"] | "CombineStats" >> beam.CombineGlobally(_StatsFn())
+        splits = [k.split("/", 1)[1] for k in inputs if k.startswith("shards/")]
+        shard_lists = [beam.pvalue.AsList(inputs[f"shards/{s}"]) for s in splits]
+        output_dir, spec, target, config, fingerprint = self.args
+
+        def write(_, stats, dead_counts, *written):
+            del written  # the sinks' outputs are only waited for; the shards are listed on disk
+            remove_beam_temp(output_dir)
+            meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts)
+            yield write_metadata(meta, output_dir)
+
+        return (p | "Once" >> beam.Create([None])
+                | "Write" >> beam.FlatMap(write, beam.pvalue.AsSingleton(stats),
+                                          beam.pvalue.AsSingleton(inputs["dead_counts"]),
+                                          beam.pvalue.AsList(inputs["dead_files"]), *shard_lists))

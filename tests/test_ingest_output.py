@@ -1,0 +1,61 @@
+"""The output directory: staging and atomic replacement, shard record counts, automatic shard counts."""
+import os
+
+import pytest
+
+from pipelines.config import SetupError
+from pipelines.output import MAX_SHARD_BYTES, count_records, estimate_num_shards, prepare_output, publish
+from schemas.spec import WindowSpec
+from schemas.tfrecord import CorruptRecordError, write_records
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_count_records_reads_only_the_headers(tmp_path, compression):
+    path = str(tmp_path / "shard")
+    records = [os.urandom(n) for n in (0, 1, 100, 70_000, 5)]
+    assert write_records(path, records, compression) == 5
+    assert count_records(path, compression) == 5
+    empty = str(tmp_path / "empty")
+    write_records(empty, [], compression)
+    assert count_records(empty, compression) == 0
+
+
+def test_count_records_refuses_a_corrupt_header(tmp_path):
+    path = tmp_path / "shard"
+    write_records(str(path), [b"abc", b"defg"])
+    data = bytearray(path.read_bytes())
+    data[3 + 16 + 2] ^= 0xFF  # a length byte of the second record
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecordError, match="record 1 at byte offset 19"):
+        count_records(str(path), "none")
+
+
+@pytest.mark.parametrize("encoding", ["png", "jpeg", "raw"])
+def test_automatic_shards_hold_100_to_200_mib(encoding):
+    spec = WindowSpec(frames=16, stride=8, fps=10, height=112, width=112, channels=3, encoding=encoding)
+    per_frame = {"raw": 1.0, "png": 0.55, "jpeg": 0.15}[encoding] * 112 * 112 * 3
+    fractions = (0.8, 0.1, 0.1)
+    for hours in [0.01 * 1.3 ** k for k in range(40)]:  # 36 s to ~1000 h
+        counts = estimate_num_shards(hours * 3600, spec, 0, fractions, "none")
+        total = hours * 3600 * 10 / 8 * 16 * per_frame
+        for frac, n in zip(fractions, counts):
+            if total * frac > MAX_SHARD_BYTES:
+                assert 100 * 2 ** 20 < total * frac / n <= MAX_SHARD_BYTES, (hours, frac, n)
+            else:
+                assert n == 1
+
+
+def test_staging_then_atomic_replacement(tmp_path):
+    out = tmp_path / "data"
+    first = prepare_output(str(out), overwrite=False)
+    assert os.path.dirname(first.work) == str(tmp_path) and os.path.basename(first.work).startswith(".data.tmp-")
+    (tmp_path / os.path.basename(first.work) / "old_shard").write_text("1")
+    publish(first)
+    assert os.listdir(out) == ["old_shard"]
+    with pytest.raises(SetupError, match="already exists"):
+        prepare_output(str(out), overwrite=False)
+    second = prepare_output(str(out), overwrite=True)
+    assert os.listdir(out) == ["old_shard"]  # untouched until the new dataset is complete
+    (tmp_path / os.path.basename(second.work) / "new_shard").write_text("2")
+    publish(second)
+    assert os.listdir(out) == ["new_shard"] and sorted(os.listdir(tmp_path)) == ["data"]
