@@ -94,8 +94,9 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     if not os.path.exists(os.path.join(corpus, "labels.csv")):
         print(f"=== making a synthetic corpus of {n_videos} clips in {corpus}", flush=True)
         synth.make_corpus(corpus, n_videos=n_videos, seed=seed)
-    _step("ingest", ingest.run, ["--input", corpus, "--labels", os.path.join(corpus, "labels.csv"),
-                                 "--output", data, "--overwrite", *preset.ingest])
+    # next_frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
+    labels = ["--labels", os.path.join(corpus, "labels.csv")] if task != "next_frame" else []
+    _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite", *preset.ingest])
     _step("train", train_main.run, ["--data", data, "--workdir", run_dir, "--arch", arch or preset.arch,
                                     "--epochs", str(epochs or preset.epochs), "--seed", str(seed),
                                     *preset.train, *extra_train])

@@ -1,0 +1,263 @@
+"""`clipforge predict`: new videos -> the ingest decode and windows -> RunInference on an export -> Parquet."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from pipelines import output as out_dir
+from pipelines.beam_options import create_pipeline, pipeline_options
+from pipelines.config import SetupError
+from pipelines.inputs import list_videos, split_duplicates
+from pipelines.records import VideoWindow
+from pipelines.transforms import DEAD_LETTER, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
+from schemas.export import PREDICTION, SERVING_SIGNATURE, load_export_metadata
+from schemas.metadata import MissingMetadataError
+from schemas.spec import SpecError, TargetSpec
+
+# Beam's RunInference warns on every batch when its optional ModelManager cannot be imported,
+# though it only loses a memory metric; keep the log readable.
+logging.getLogger().addFilter(lambda r: "Resource module is not available" not in r.getMessage())
+
+WINDOWS_DIR = "windows"      # OUTPUT/windows/part-*.parquet: one row per window
+VIDEOS_FILE = "videos.parquet"  # OUTPUT/videos.parquet: one row per video
+FRAMES_DIR = "frames"        # next_frame: OUTPUT/frames/<video_id>/<start_frame>.png
+
+
+class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
+    """Beam RunInference handler for a clipforge export: calls its serving_default signature.
+
+    Beam's own TFModelHandlerNumpy loads through keras.models.load_model and TF Hub, which
+    cannot load a Keras 3 SavedModel export; this one uses tf.saved_model.load, so it serves
+    any export that follows schemas/export.py, whatever code built it.
+    """
+
+    def __init__(self, export_dir: str, batch_size: int = 16):
+        super().__init__()
+        self.export_dir, self.batch_size = export_dir, batch_size
+
+    def load_model(self):
+        import tensorflow as tf
+        return _LoadedExport(tf.saved_model.load(self.export_dir))
+
+    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args=None) -> Iterable[PredictionResult]:
+        import tensorflow as tf
+        preds = model.serve(frames=tf.constant(np.stack(batch)))[PREDICTION].numpy()
+        return [PredictionResult(x, p) for x, p in zip(batch, preds)]
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(x.nbytes for x in batch)
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": self.batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "clipforge_predict"
+
+
+class _LoadedExport:
+    """A loaded SavedModel and its serving signature (Beam's shared cache needs a weak-referenceable object)."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded  # the signature needs the loaded object alive
+        self.serve = loaded.signatures[SERVING_SIGNATURE]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two arrays on the 0..255 scale (capped at 100 dB for equal arrays)."""
+    mse = float(np.mean((np.clip(a, 0, 255).astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse <= 1e-10 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def _png(frame: np.ndarray) -> bytes:
+    from PIL import Image
+    img = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def window_schema(target: TargetSpec) -> pa.Schema:
+    """The Parquet schema of OUTPUT/windows/*.parquet for a task."""
+    fields = [("video", pa.string()), ("path", pa.string()), ("start_frame", pa.int64()), ("start_time", pa.float64())]
+    if target.task == "regression":
+        fields += [(f"pred_{n}", pa.float64()) for n in target.outputs]
+    elif target.task == "classification":
+        fields += [("class_id", pa.int64()), ("class_name", pa.string()), ("probabilities", pa.list_(pa.float64()))]
+    else:
+        fields += [("frame_path", pa.string()), ("psnr", pa.float64()), ("psnr_copy_last", pa.float64())]
+    return pa.schema(fields)
+
+
+def video_schema(target: TargetSpec) -> pa.Schema:
+    """The Parquet schema of OUTPUT/videos.parquet for a task."""
+    fields = [("video", pa.string()), ("windows", pa.int64())]
+    if target.task == "regression":
+        fields += [(f"mean_{n}", pa.float64()) for n in target.outputs]
+    elif target.task == "classification":
+        fields += [("majority_class", pa.string()), ("mean_probabilities", pa.list_(pa.float64()))]
+    else:
+        fields += [("mean_psnr", pa.float64()), ("mean_psnr_copy_last", pa.float64())]
+    return pa.schema(fields)
+
+
+class _ToRowFn(beam.DoFn):
+    """(key, PredictionResult) -> one Parquet row; next_frame also writes the predicted PNG."""
+
+    def __init__(self, target: TargetSpec, output_dir: str):
+        self.target, self.output_dir = target, output_dir
+
+    def process(self, item):
+        (video_id, path, start_frame, start_time, truth), result = item
+        row = {"video": video_id, "path": path, "start_frame": int(start_frame), "start_time": float(start_time)}
+        pred = np.asarray(result.inference, np.float64)
+        t = self.target
+        if t.task == "regression":
+            row.update({f"pred_{n}": float(v) for n, v in zip(t.outputs, pred)})
+        elif t.task == "classification":
+            k = int(np.argmax(pred))
+            row.update(class_id=k, class_name=t.classes[k], probabilities=[float(p) for p in pred])
+        else:
+            name = f"{FRAMES_DIR}/{video_id}/{int(start_frame):08d}.png"
+            with FileSystems.create(f"{self.output_dir}/{name}") as f:
+                f.write(_png(pred[0]))
+            row["frame_path"] = name
+            last = result.example[-1]
+            row["psnr"] = psnr(pred, truth) if truth is not None else None
+            row["psnr_copy_last"] = psnr(np.repeat(last[None], len(truth), 0), truth) if truth is not None else None
+        yield row
+
+
+def summarize_video(video: str, rows: Iterable[dict], target: TargetSpec) -> dict:
+    """One videos.parquet row from the video's window rows."""
+    rows = sorted(rows, key=lambda r: r["start_frame"])
+    out: dict[str, Any] = {"video": video, "windows": len(rows)}
+    if target.task == "regression":
+        out.update({f"mean_{n}": float(np.mean([r[f"pred_{n}"] for r in rows])) for n in target.outputs})
+    elif target.task == "classification":
+        probs = np.mean([r["probabilities"] for r in rows], axis=0)
+        votes = np.bincount([r["class_id"] for r in rows], minlength=len(target.classes))
+        # a tied vote goes to the class with the larger mean probability
+        best = max(range(len(votes)), key=lambda k: (votes[k], probs[k]))
+        out.update(majority_class=target.classes[best], mean_probabilities=[float(p) for p in probs])
+    else:
+        vals = [r["psnr"] for r in rows if r["psnr"] is not None]
+        base = [r["psnr_copy_last"] for r in rows if r["psnr_copy_last"] is not None]
+        out.update(mean_psnr=float(np.mean(vals)) if vals else None,
+                   mean_psnr_copy_last=float(np.mean(base)) if base else None)
+    return out
+
+
+def _keyed(w: VideoWindow):
+    return (w.video_id, w.path, w.start_frame, w.start_time, w.next_frames), w.frames
+
+
+class PredictWindows(beam.PTransform):
+    """PCollection[VideoWindow] -> RunInference on the export -> PCollection[row dict]."""
+
+    def __init__(self, export_dir: str, target: TargetSpec, output_dir: str, batch_size: int):
+        super().__init__()
+        self.handler = KeyedModelHandler(SavedModelHandler(export_dir, batch_size))
+        self.target, self.output_dir = target, output_dir
+
+    def expand(self, windows):
+        return (windows
+                | "Key" >> beam.Map(_keyed)
+                | "RunInference" >> RunInference(self.handler)
+                | "ToRows" >> beam.ParDo(_ToRowFn(self.target, self.output_dir)))
+
+
+class WritePredictions(beam.PTransform):
+    """Writes OUTPUT/windows/part-*.parquet and the per-video summary OUTPUT/videos.parquet."""
+
+    def __init__(self, output_dir: str, target: TargetSpec):
+        super().__init__()
+        self.output_dir, self.target = output_dir, target
+
+    def expand(self, rows):
+        target = self.target
+        _ = rows | "WriteWindows" >> beam.io.WriteToParquet(
+            f"{self.output_dir}/{WINDOWS_DIR}/part", window_schema(target), file_name_suffix=".parquet")
+        return (rows
+                | "ByVideo" >> beam.Map(lambda r: (r["video"], r))
+                | "Group" >> beam.GroupByKey()
+                | "Summarize" >> beam.Map(lambda kv: summarize_video(kv[0], kv[1], target))
+                | "WriteVideos" >> beam.io.WriteToParquet(
+                    f"{self.output_dir}/{VIDEOS_FILE}", video_schema(target), num_shards=1, shard_name_template=""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="clipforge predict",
+        description="Run an exported model over new videos. Videos are decoded and windowed exactly as at "
+                    "ingest, with the spec stored beside the model (its metadata.json), and run through Beam's "
+                    "RunInference. Writes OUTPUT/windows/*.parquet (one row per window), OUTPUT/videos.parquet "
+                    "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded) and, for "
+                    "next_frame models, OUTPUT/frames/<video>/<start_frame>.png. Other flags go to Beam "
+                    "(--runner, --direct_num_workers, cloud runner flags).")
+    p.add_argument("--model", required=True, help="export directory written by `clipforge train` (WORKDIR/export)")
+    p.add_argument("--input", required=True, help="a directory of videos, a glob, or a text file listing paths")
+    p.add_argument("--output", required=True, help="directory to create for the predictions")
+    p.add_argument("--batch-size", type=int, default=16, help="largest batch of windows per model call (default 16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (atomically)")
+    p.add_argument("--video-timeout", type=float, default=600.0, help="seconds allowed to decode one video")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `clipforge predict`; returns 0, or 2 for a wrong set-up."""
+    start = time.time()
+    args, beam_args = build_parser().parse_known_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise SetupError(f"--batch-size={args.batch_size}: expected an integer >= 1")
+        meta, card = load_export_metadata(args.model)
+        options = pipeline_options(beam_args)
+        refs, missing = list_videos(args.input)
+        videos, _ = split_duplicates(refs)
+        staging = out_dir.prepare_output(args.output, args.overwrite)
+    except (SetupError, MissingMetadataError, SpecError) as e:
+        print(f"clipforge predict: error: {e}", file=sys.stderr)
+        return 2
+    target, resize = meta.target, meta.config.get("resize", "stretch")
+    horizon = target.horizon if target.task == "next_frame" else 0
+    print(f"predict: {len(videos)} video(s) with {card.get('architecture', '?')} ({target.task}); "
+          f"windows of {meta.spec.frames} frames at {meta.spec.fps} fps, {meta.spec.height}x{meta.spec.width}")
+    try:
+        with create_pipeline(options) as p:
+            decoded = (p | "ReadVideos" >> ReadVideos(videos)
+                       | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout))
+            rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size)
+            _ = rows | "Write" >> WritePredictions(staging.work, target)
+            _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)
+        out_dir.publish(staging)
+    except BaseException:
+        out_dir.discard(staging)
+        raise
+    print(_summary(staging.final, time.time() - start))
+    return 0
+
+
+def _summary(output: str, seconds: float) -> str:
+    lines = [f"clipforge predict: done in {seconds:.1f}s -> {output}"]
+    if FileSystems.get_scheme(output) is None:
+        import pyarrow.parquet as pq
+        videos = pq.read_table(os.path.join(output, VIDEOS_FILE))
+        dead_path = os.path.join(output, "dead_letter.jsonl")
+        dead = [json.loads(l) for l in open(dead_path, encoding="utf-8")] if os.path.exists(dead_path) else []
+        lines.append(f"  {videos.num_rows} video(s), {sum(videos.column('windows').to_pylist())} window(s) predicted; "
+                     f"{len(dead)} dead-lettered -> {dead_path}")
+        lines.append(f"  per window: {os.path.join(output, WINDOWS_DIR)}/*.parquet; per video: "
+                     f"{os.path.join(output, VIDEOS_FILE)}")
+    return "\n".join(lines)
