@@ -98,7 +98,7 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     labels = ["--labels", os.path.join(corpus, "labels.csv")] if task != "next_frame" else []
     _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite", *preset.ingest])
     _step("train", train_main.run, ["--data", data, "--workdir", run_dir, "--arch", arch or preset.arch,
-                                    "--epochs", str(epochs or preset.epochs), "--seed", str(seed),
+                                    "--epochs", str(epochs or preset.epochs), "--set", f"seed={seed}",
                                     *preset.train, *extra_train])
     _step("evaluate", evaluate.run, ["--model", os.path.join(run_dir, "export"), "--data", data,
                                      "--split", "test", "--output", report])
