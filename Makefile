@@ -32,7 +32,9 @@ test: setup
 demo: setup
 	$(BIN)/clipforge demo --workdir demo_out
 
+# Benchmarks are not part of `make test`; they add OpenCV for the hand-written baseline.
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench,test,dask]'
 	$(BIN)/python -m benchmarks.run --workdir bench_out
 
 # Images are tagged with the project version, the tag the deploy/k8s manifests use.

@@ -5,8 +5,12 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
+
+
+CLIP_SECONDS = 5.0  # 60 frames per clip at 12 fps: ~19 windows each at stride 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,23 +23,25 @@ class Preset:
     epochs: int
 
 
-# Each task reads the same corpus; only the target and the model differ.
+# Each task reads the same corpus (64x64 clips at 12 fps); only the target and the model differ.
+# 15% of the videos are held out for the test split so the report rests on ~9 unseen clips.
+_WINDOWS = ("--fps", "12", "--size", "64x64", "--color", "gray", "--splits", "0.7,0.15,0.15")
 PRESETS = {
+    # Speed needs motion between frames: 3D filters see it directly (R2 ~0.9 in ~2 min on 2 cores).
     "regression": Preset(
         arch="conv3d",
-        ingest=("--task", "regression", "--target-columns", "speed", "--frames", "6", "--stride", "3",
-                "--fps", "10", "--size", "48x48", "--color", "gray"),
-        train=("--batch-size", "16", "--learning-rate", "0.002"), epochs=12),
+        ingest=("--task", "regression", "--target-columns", "speed", "--frames", "6", "--stride", "3", *_WINDOWS),
+        train=("--batch-size", "16", "--learning-rate", "0.001", "--set", "augment=none"), epochs=30),
+    # Direction is easy once frames are stacked as channels: the fastest model is enough.
     "classification": Preset(
-        arch="conv3d",
+        arch="frames_as_channels",
         ingest=("--task", "classification", "--label-column", "direction", "--frames", "6", "--stride", "3",
-                "--fps", "10", "--size", "48x48", "--color", "gray"),
-        train=("--batch-size", "16", "--learning-rate", "0.002"), epochs=8),
+                *_WINDOWS),
+        train=("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=none"), epochs=30),
     "next_frame": Preset(
-        arch="conv3d",
-        ingest=("--task", "next_frame", "--horizon", "1", "--frames", "4", "--stride", "2",
-                "--fps", "10", "--size", "48x48", "--color", "gray"),
-        train=("--batch-size", "16", "--learning-rate", "0.002"), epochs=8),
+        arch="frames_as_channels",
+        ingest=("--task", "next_frame", "--horizon", "1", "--frames", "4", "--stride", "2", *_WINDOWS),
+        train=("--batch-size", "16", "--learning-rate", "0.001"), epochs=15),
 }
 
 # The metric each task is judged on, and the baseline it must beat: (label, model key, baseline key).
@@ -91,9 +97,15 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     run_dir = os.path.join(workdir, f"train_{task}")
     report = os.path.join(workdir, f"report_{task}")
     start = time.time()
-    if not os.path.exists(os.path.join(corpus, "labels.csv")):
+    # The corpus is shared by the three tasks; remade only when its settings change.
+    stamp = os.path.join(corpus, "corpus.json")
+    wanted = {"videos": n_videos, "seed": seed, "seconds": CLIP_SECONDS}
+    if not os.path.exists(stamp) or json.load(open(stamp, encoding="utf-8")) != wanted:
         print(f"=== making a synthetic corpus of {n_videos} clips in {corpus}", flush=True)
-        synth.make_corpus(corpus, n_videos=n_videos, seed=seed)
+        shutil.rmtree(corpus, ignore_errors=True)
+        synth.make_corpus(corpus, n_videos=n_videos, seed=seed, seconds=CLIP_SECONDS)
+        with open(stamp, "w", encoding="utf-8") as f:
+            json.dump(wanted, f)
     # next_frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
     labels = ["--labels", os.path.join(corpus, "labels.csv")] if task != "next_frame" else []
     _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite", *preset.ingest])

@@ -1,0 +1,101 @@
+"""Every architecture x every task: build, train, export, reload, and serve the same predictions."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from schemas import features as fk
+from schemas.codec import RecordCodec
+from schemas.export import (EXAMPLES_SIGNATURE, KERAS_FILE, MODEL_CARD_FILE, PREDICTION,
+                            SERVING_SIGNATURE, check_export_dir)
+from schemas.metadata import DatasetMetadata
+from tests.datasets import make_dataset
+from trainer.archs import ARCHS
+from trainer.config import TrainConfig
+from trainer.heads import build_model
+from trainer.train import train
+
+TASKS = ("regression", "classification", "next_frame")
+# Small widths keep 24 train+export runs inside the test budget; the shapes are what matter.
+SMALL = dict(filters=(4, 8), units=8, backbone_weights="none", epochs=1, batch_size=4,
+             early_stopping_patience=0)
+# Backpropagating through MobileNetV3 dominates the suite's time; two of the three tasks train
+# it frozen, which also covers freeze_backbone and both temporal heads.
+OPTIONS = {("pretrained_2p5d", "regression"): dict(freeze_backbone=True, temporal="gru"),
+           ("pretrained_2p5d", "classification"): dict(freeze_backbone=True)}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    return {task: make_dataset(root, task, n_windows=8, horizon=2 if task == "next_frame" else 1)
+            for task in TASKS}
+
+
+def _test_records(data_dir):
+    """Serialized records of the test split and their parsed uint8 frames."""
+    meta = DatasetMetadata.load(data_dir)
+    paths = meta.shard_paths(data_dir, "test")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(paths)]
+    parse = RecordCodec(meta.spec, meta.target).parse_fn()
+    frames = np.stack([parse(tf.constant(r))[fk.FRAMES].numpy() for r in records])
+    return records, frames
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
+    import keras
+    keras.backend.clear_session()
+    options = {**SMALL, **OPTIONS.get((arch, task), {})}
+    cfg = TrainConfig(data=datasets[task], workdir=str(tmp_path), arch=arch, **options).validate()
+    result = train(cfg, log=lambda line: None)
+
+    assert result.epochs_run == 1 and np.isfinite(result.final_metrics["loss"])
+    export = result.export_dir
+    check_export_dir(export)
+    records, frames = _test_records(datasets[task])
+    expected = result.model.predict(frames, verbose=0)
+    meta = DatasetMetadata.load(datasets[task])
+    shape = {"regression": (len(frames), 2), "classification": (len(frames), 3),
+             "next_frame": (len(frames), 2) + meta.spec.frame_shape}[task]
+    assert expected.shape == shape and expected.dtype == np.float32
+
+    loaded = tf.saved_model.load(export)
+    by_frames = loaded.signatures[SERVING_SIGNATURE](frames=tf.constant(frames))[PREDICTION]
+    by_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(records))[PREDICTION]
+    tol = dict(rtol=1e-4, atol=1e-3 if task == "next_frame" else 1e-5)
+    np.testing.assert_allclose(by_frames.numpy(), expected, **tol)
+    np.testing.assert_allclose(by_examples.numpy(), expected, **tol)
+    if task == "classification":
+        np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+
+    # Reloading model.keras costs seconds; one task per arch, rotating, still covers every
+    # backbone and every head (their custom layers and losses must deserialise).
+    if task == TASKS[list(ARCHS).index(arch) % len(TASKS)]:
+        reloaded = keras.saving.load_model(os.path.join(export, KERAS_FILE))
+        np.testing.assert_allclose(reloaded(frames, training=False), expected, **tol)
+    with open(os.path.join(export, MODEL_CARD_FILE)) as f:
+        card = json.load(f)
+    assert card["architecture"] == arch and card["task"] == task
+    assert card["parameters"] == result.model.count_params() > 0
+    assert card["dataset"]["fingerprint"] == meta.fingerprint
+    assert set(card["arch_config"]) == set(ARCHS[arch].options)
+    frozen = options.get("freeze_backbone", False)
+    assert (card["trainable_parameters"] < card["parameters"] / 2) == frozen
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_untrained_next_frame_model_copies_the_last_frame(arch, datasets):
+    import keras
+    keras.backend.clear_session()
+    meta = DatasetMetadata.load(datasets["next_frame"])
+    cfg = TrainConfig(data=datasets["next_frame"], workdir="unused", arch=arch, **SMALL).validate()
+    model = build_model(meta, cfg)
+    _, frames = _test_records(datasets["next_frame"])
+    predicted = model(frames, training=False).numpy()
+    copy_last = np.repeat(frames[:, -1:].astype(np.float32), meta.target.horizon, axis=1)
+    np.testing.assert_allclose(predicted, copy_last, atol=1e-4)
+    assert not np.allclose(frames[:, -1], frames[:, 0])  # the baseline is not a trivial one

@@ -1,0 +1,68 @@
+"""Training-time augmentation of one parsed window, applied identically to all of its frames."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def augment_fn(names: tuple[str, ...], task: str):
+    """Returns fn(frames, target, seed) -> (frames, target) applying the named augmentations.
+
+    Only stateless random ops are used, driven by a per-window seed that the input pipeline
+    draws from tf.data.Dataset.random: no random-generator state is captured in the dataset
+    graph, which tf.distribute must be able to copy to every worker.
+
+    Args:
+      names: any of crop, flip, jitter, brightness (TrainConfig.augmentations()).
+      task: the dataset task; for next_frame the spatial ones also move the target frames.
+
+    Returns:
+      A function of (uint8 frames [T, H, W, C], target, int64 seed [2]), or None when `names`
+      is empty.
+    """
+    if not names:
+        return None
+
+    def apply(frames, target, seed):
+        t = frames.shape[0]
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        # Spatial changes must hit the window and the frames it predicts alike.
+        stack = tf.concat([frames, target], axis=0) if task == "next_frame" else frames
+        if "crop" in names:
+            stack = random_shift_crop(stack, seeds[0])
+        if "flip" in names:
+            flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
+            stack = tf.cond(flip, lambda: tf.reverse(stack, axis=[2]), lambda: stack)
+        if "brightness" in names:
+            delta = tf.random.stateless_uniform([], seeds[2], -20.0, 20.0)
+            stack = tf.cast(tf.clip_by_value(tf.cast(stack, tf.float32) + delta, 0, 255), tf.uint8)
+        if task == "next_frame":
+            frames, target = stack[:t], stack[t:]
+        else:
+            frames = stack
+        if "jitter" in names:
+            frames = temporal_jitter(frames, seeds[3])
+        return frames, target
+
+    return apply
+
+
+def random_shift_crop(stack, seed, fraction: float = 0.125):
+    """Pads H and W by `fraction` with edge pixels, then crops back at a random offset."""
+    h, w = stack.shape[1], stack.shape[2]
+    ph, pw = max(1, int(h * fraction)), max(1, int(w * fraction))
+    padded = tf.pad(stack, [[0, 0], [ph, ph], [pw, pw], [0, 0]], mode="SYMMETRIC")
+    return tf.image.stateless_random_crop(padded, tf.shape(stack), seed)
+
+
+def temporal_jitter(frames, seed):
+    """Shifts the window by -1, 0 or +1 frame, repeating the edge frame into the gap.
+
+    The window's target belongs to its last frame; a one-frame shift teaches tolerance to the
+    frame-level misalignment that resampling to a fixed fps introduces.
+    """
+    t = frames.shape[0]
+    if t < 3:
+        return frames
+    shift = tf.random.stateless_uniform([], seed, -1, 2, dtype=tf.int32)
+    index = tf.clip_by_value(tf.range(t) + shift, 0, t - 1)
+    return tf.gather(frames, index)

@@ -1,0 +1,197 @@
+"""TrainConfig: every knob of `clipforge train`, from flags, YAML and --set, validated up front."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Mapping, Optional
+
+from schemas.configs import ConfigError, from_mapping, load_yaml, parse_overrides
+from trainer.archs import ARCHS, check_arch_name
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+LOSSES = {"regression": ("mse", "huber", "mae"), "classification": ("crossentropy",),
+          "next_frame": ("mse", "mae")}
+AUGMENTATIONS = ("crop", "flip", "jitter", "brightness")
+BACKBONES = ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "InceptionV3")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run. The same names work as flags (dashes), YAML keys and `--set` keys.
+
+    Attributes:
+      data: dataset directory written by `clipforge ingest` (holds metadata.json).
+      workdir: where backups, checkpoints, logs and export/ go.
+      arch: architecture name from the registry (`clipforge train --list-archs`).
+      epochs: passes over the training split.
+      batch_size: global batch (split across replicas).
+      learning_rate: peak learning rate of the cosine schedule.
+      weight_decay: decoupled weight decay of Adam (0 turns it off).
+      strategy: auto | default | mirrored | multiworker (multiworker reads TF_CONFIG).
+      mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU; outputs stay float32.
+      jit: compile the train step with XLA.
+      deterministic: TensorFlow op determinism (slower; same seed gives the same weights).
+      seed: seed of Python, NumPy, TensorFlow and the input shuffles.
+      early_stopping_patience: epochs without val_loss improvement before stopping; 0 turns it off.
+      shuffle_buffer: windows held by the shuffle buffer.
+      train_split, val_split: split names in metadata.json; val_split "auto" picks
+        validation/val/valid/eval if present, "none" trains without validation.
+      loss: auto | mse | huber | mae (regression), crossentropy (classification), mse | mae (next_frame).
+      ssim_weight: next_frame: weight of a (1 - SSIM) term added to the loss.
+      class_weights: classification: none | balanced (from the metadata class_histogram).
+      augment: auto | none | comma list of crop, flip, jitter, brightness. auto is crop,jitter
+        for regression/classification and none for next_frame (flip can change what a label
+        means, e.g. left/right, so it is never on by default).
+      filters: conv filters per stage of the per-frame / 3D CNNs.
+      units: width of the recurrent / dense feature layer.
+      dropout: dropout before the task head.
+      rnn: cnn_rnn, cnn_rnn_attention: lstm | gru.
+      attention_heads: cnn_rnn_attention: heads of the temporal self-attention.
+      pooling: temporal_pooling: avg | max over time.
+      backbone: pretrained_2p5d: MobileNetV3Small | EfficientNetB0 | ResNet50 | InceptionV3.
+      backbone_weights: pretrained_2p5d: imagenet | none | PATH to a weights file.
+      freeze_backbone: pretrained_2p5d: keep the backbone's weights fixed.
+      temporal: pretrained_2p5d: conv3d | gru over the per-frame backbone features.
+      warm_start: a .keras or .weights.h5 file of the same architecture and window spec to start
+        from (e.g. the blessed model's model.keras); empty for a fresh start.
+    """
+
+    data: str = ""
+    workdir: str = ""
+    arch: str = ""
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    jit: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    early_stopping_patience: int = 5
+    shuffle_buffer: int = 1024
+    train_split: str = "train"
+    val_split: str = "auto"
+    loss: str = "auto"
+    ssim_weight: float = 0.0
+    class_weights: str = "none"
+    augment: str = "auto"
+    filters: tuple[int, ...] = (16, 32, 64)
+    units: int = 128
+    dropout: float = 0.2
+    rnn: str = "lstm"
+    attention_heads: int = 2
+    pooling: str = "avg"
+    backbone: str = "MobileNetV3Small"
+    backbone_weights: str = "imagenet"
+    freeze_backbone: bool = False
+    temporal: str = "conv3d"
+    warm_start: str = ""
+
+    def validate(self) -> "TrainConfig":
+        """Checks every field that does not need the dataset; raises ConfigError naming it."""
+        _need(bool(self.data), "data", self.data, "a dataset directory (--data)")
+        _need(bool(self.workdir), "workdir", self.workdir, "an output directory (--workdir)")
+        check_arch_name(self.arch)
+        _need(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _need(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+              self.learning_rate, "a finite number > 0")
+        _need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+              self.weight_decay, "a number >= 0")
+        _need(self.strategy in STRATEGIES, "strategy", self.strategy, " | ".join(STRATEGIES))
+        _need(self.early_stopping_patience >= 0, "early_stopping_patience",
+              self.early_stopping_patience, "an integer >= 0")
+        _need(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "an integer >= 1")
+        _need(self.ssim_weight >= 0, "ssim_weight", self.ssim_weight, "a number >= 0")
+        _need(self.class_weights in ("none", "balanced"), "class_weights", self.class_weights,
+              "none | balanced")
+        self.augmentations("regression")  # checks the names
+        _need(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "filters", self.filters,
+              "a non-empty list of integers >= 1, e.g. 16,32,64")
+        _need(self.units >= 1, "units", self.units, "an integer >= 1")
+        _need(0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
+        _need(self.rnn in ("lstm", "gru"), "rnn", self.rnn, "lstm | gru")
+        _need(self.attention_heads >= 1, "attention_heads", self.attention_heads, "an integer >= 1")
+        _need(self.pooling in ("avg", "max"), "pooling", self.pooling, "avg | max")
+        _need(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
+        _need(self.temporal in ("conv3d", "gru"), "temporal", self.temporal, "conv3d | gru")
+        weights = self.backbone_weights
+        _need(weights in ("imagenet", "none") or os.path.isfile(weights), "backbone_weights", weights,
+              "imagenet | none | the path of an existing weights file")
+        _need(not self.warm_start or (os.path.isfile(self.warm_start) and self.warm_start.endswith(
+            (".keras", ".weights.h5"))), "warm_start", self.warm_start,
+            "empty or an existing .keras / .weights.h5 file")
+        return self
+
+    def check_task(self, task: str) -> None:
+        """Checks the fields whose valid values depend on the dataset's task."""
+        if self.loss != "auto":
+            _need(self.loss in LOSSES[task], "loss", self.loss,
+                  f"auto | {' | '.join(LOSSES[task])} for a {task} dataset")
+        if task != "classification":
+            _need(self.class_weights == "none", "class_weights", self.class_weights,
+                  "none: class weights apply to classification datasets only")
+        if task != "next_frame":
+            _need(self.ssim_weight == 0, "ssim_weight", self.ssim_weight,
+                  "0: the SSIM term applies to next_frame datasets only")
+        self.augmentations(task)
+
+    def task_loss(self, task: str) -> str:
+        """The loss name for `task` ("auto" resolves to mse / crossentropy)."""
+        return self.loss if self.loss != "auto" else LOSSES[task][0]
+
+    def augmentations(self, task: str) -> tuple[str, ...]:
+        """The augmentation names in effect for `task`."""
+        if self.augment == "auto":
+            return () if task == "next_frame" else ("crop", "jitter")
+        if self.augment == "none":
+            return ()
+        names = tuple(a.strip() for a in self.augment.split(",") if a.strip())
+        bad = [a for a in names if a not in AUGMENTATIONS]
+        _need(not bad and names, "augment", self.augment,
+              f"auto | none | a comma list of {', '.join(AUGMENTATIONS)}")
+        # Shifting the input window in time would desynchronise it from the frames that follow.
+        _need(not (task == "next_frame" and "jitter" in names), "augment", self.augment,
+              "no jitter for next_frame datasets (the target frames must follow the window)")
+        return names
+
+    def arch_options(self) -> dict[str, Any]:
+        """The fields that shape the chosen architecture (for the model card)."""
+        return {k: _plain(getattr(self, k)) for k in ARCHS[self.arch].options}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _need(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"train config: {field}={value!r} is invalid: expected {expected}")
+
+
+def load_config(flags: Mapping[str, Any], config_file: Optional[str] = None,
+                overrides: Optional[list[str]] = None) -> TrainConfig:
+    """Merges defaults < YAML file < flags given on the command line < --set, then validates.
+
+    Args:
+      flags: the flags the user actually passed (None values are skipped).
+      config_file: a YAML mapping of TrainConfig keys, or None.
+      overrides: ["key=value", ...] from --set.
+
+    Returns:
+      The validated TrainConfig.
+
+    Raises:
+      ConfigError: an unknown key or a bad value; the message names it.
+    """
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_yaml(config_file))
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(parse_overrides(overrides or []))
+    return from_mapping(TrainConfig, values, where="train config").validate()

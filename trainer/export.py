@@ -1,0 +1,111 @@
+"""WORKDIR/export/: the SavedModel, its two signatures, metadata.json, model_card.json, model.keras.
+
+The layout is the contract in schemas/export.py. Everything is written to a temporary folder
+beside the target and swapped in only when complete, so a failed export (a full disk, a kill)
+never replaces or damages a good one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from schemas import features as fk
+from schemas.codec import RecordCodec
+from schemas.export import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, FRAMES_INPUT, KERAS_FILE,
+                            MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE, check_export_dir)
+from schemas.metadata import METADATA_FILE, DatasetMetadata
+
+
+def write_saved_model(model: keras.Model, meta: DatasetMetadata, path: str) -> None:
+    """Writes the SavedModel with serving_default (uint8 frames) and serve_examples (records).
+
+    Args:
+      model: the trained task model (uint8 frames in, float32 prediction out).
+      meta: the dataset metadata; serve_examples parses records with its spec.
+      path: an empty or missing directory.
+    """
+    window = meta.spec.window_shape
+    # Without the target: records of new, unlabelled windows must parse too.
+    parse = RecordCodec(meta.spec, meta.target).parse_fn(with_target=False)
+
+    def serve_frames(frames):
+        return {PREDICTION: tf.cast(model(frames, training=False), tf.float32)}
+
+    def serve_examples(examples):
+        frames = tf.map_fn(lambda s: parse(s)[fk.FRAMES], examples,
+                           fn_output_signature=tf.TensorSpec(window, tf.uint8))
+        return serve_frames(frames)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SERVING_SIGNATURE, serve_frames, input_signature=[
+        tf.TensorSpec((None,) + window, tf.uint8, name=FRAMES_INPUT)])
+    archive.add_endpoint(EXAMPLES_SIGNATURE, serve_examples, input_signature=[
+        tf.TensorSpec((None,), tf.string, name=EXAMPLES_INPUT)])
+    archive.write_out(path, verbose=False)
+
+
+def export_model(model: keras.Model, meta: DatasetMetadata, data_dir: str, export_dir: str,
+                 card: dict) -> str:
+    """Writes a complete export directory and swaps it in atomically.
+
+    Args:
+      model: the trained model.
+      meta: the dataset metadata (copied beside the SavedModel as metadata.json).
+      data_dir: the dataset directory the metadata came from.
+      export_dir: the destination, e.g. WORKDIR/export.
+      card: the model card (written as model_card.json).
+
+    Returns:
+      export_dir.
+    """
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-tmp-", dir=parent)
+    try:
+        write_saved_model(model, meta, tmp)
+        shutil.copyfile(os.path.join(data_dir, METADATA_FILE), os.path.join(tmp, METADATA_FILE))
+        model.save(os.path.join(tmp, KERAS_FILE))
+        # The card goes last: check_export_dir treats a folder with it as finished.
+        with open(os.path.join(tmp, MODEL_CARD_FILE), "w", encoding="utf-8") as f:
+            json.dump(card, f, indent=2, default=_jsonable)
+        check_export_dir(tmp)
+        _swap_in(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return export_dir
+
+
+def _swap_in(new: str, target: str) -> None:
+    """Replaces directory `target` by `new`: rename the old one aside, rename the new in, delete.
+
+    Two renames on one file system: at every moment `target` is either the complete old export
+    or the complete new one (or, between the renames, briefly absent), never a mixture.
+    """
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=".export-old-", dir=os.path.dirname(os.path.abspath(target)))
+        os.rmdir(old)
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if old:
+            os.rename(old, target)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,354 @@
+"""One training run: strategy, precision, model, fit with callbacks, best weights, export."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import clipforge
+from schemas.configs import ConfigError
+from schemas.metadata import DatasetMetadata
+from trainer import TrainerError
+from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, make_callbacks
+from trainer.config import TrainConfig
+from trainer.export import export_model
+from trainer.heads import build_model
+from trainer.input import ShardError, count_mismatches, find_bad_shards, make_dataset
+from trainer.losses import PRIMARY_METRIC, task_loss, task_metrics
+
+VAL_SPLIT_NAMES = ("validation", "val", "valid", "eval")
+
+
+@dataclasses.dataclass
+class RunPaths:
+    """Where one worker writes. Non-chief workers of a multi-worker run get their own folder."""
+
+    root: str
+
+    @property
+    def backup(self) -> str:
+        return os.path.join(self.root, "backup")
+
+    @property
+    def best_weights(self) -> str:
+        return os.path.join(self.root, "checkpoints", "best.weights.h5")
+
+    @property
+    def csv_log(self) -> str:
+        return os.path.join(self.root, "training_log.csv")
+
+    @property
+    def tensorboard(self) -> str:
+        return os.path.join(self.root, "tensorboard")
+
+    @property
+    def export(self) -> str:
+        return os.path.join(self.root, "export")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run reports (also the model card's timing and metric fields)."""
+
+    epochs_run: int
+    resumed_at: int
+    monitor: str
+    best_value: Optional[float]
+    final_metrics: dict
+    windows_per_second: float
+    seconds_per_epoch: float
+    train_seconds: float
+    parameters: int
+    export_dir: Optional[str]
+    model: Optional[keras.Model] = dataclasses.field(default=None, repr=False)
+
+    def summary(self) -> str:
+        best = "n/a" if self.best_value is None else f"{self.best_value:.6g}"
+        resumed = f" (resumed at epoch {self.resumed_at})" if self.resumed_at else ""
+        return (f"done: {self.epochs_run} epochs{resumed}, best {self.monitor}={best}, "
+                f"{self.windows_per_second:.1f} windows/s, {self.train_seconds:.1f} s, "
+                f"export: {self.export_dir or 'none (not the chief worker)'}")
+
+
+def select_strategy(name: str) -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over local GPUs when there are several, else the default strategy.
+
+    mirrored: all local GPUs, or all logical CPU devices when there is no GPU.
+    multiworker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    """
+    if name == "multiworker":
+        raw = os.environ.get("TF_CONFIG", "")
+        try:
+            spec = json.loads(raw)
+            ok = isinstance(spec, dict) and "cluster" in spec and "task" in spec
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"strategy=multiworker needs TF_CONFIG with 'cluster' and 'task' "
+                              f"(JSON), got {raw[:200]!r}")
+        # Nothing may touch the TF runtime before this: collectives are configured at start-up.
+        return _MultiWorkerStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in a multi-worker run (one worker, the chief, otherwise)."""
+
+    num_workers: int = 1
+    index: int = 0
+    is_chief: bool = True
+    name: str = ""
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the reduce() that Keras 3's fit() expects of it.
+
+    Keras 3 (keras-team/keras#20585) calls reduce() on a whole (x, y) batch structure, which
+    only MirroredStrategy maps over, and reduces scalar metric logs with axis=0. Reducing leaf
+    by leaf, and scalars without an axis (metrics are already synchronised), fixes both.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def leaf(v):
+            first = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            rank = getattr(getattr(first, "shape", None), "rank", None)
+            return parent.reduce(reduce_op, v, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(leaf, value)
+
+
+def worker_role(strategy) -> WorkerRole:
+    """The role of this process; the chief writes WORKDIR, the others WORKDIR/workers/<name>."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return WorkerRole()
+    jobs = resolver.cluster_spec().as_dict()
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    # Input shards are dealt out in chief, worker 0, worker 1, ... order.
+    order = [("chief", i) for i in range(len(jobs.get("chief", [])))] + \
+            [("worker", i) for i in range(len(jobs.get("worker", [])))]
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+    return WorkerRole(len(order), order.index((task_type, task_id)), chief, f"{task_type}_{task_id}")
+
+
+def configure_runtime(cfg: TrainConfig) -> str:
+    """Seeds, op determinism and the dtype policy; returns the policy name."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = "float32"
+    if cfg.mixed_precision:
+        # float16 needs GPU tensor cores to pay off; CPUs (and TPUs) do bfloat16 natively.
+        policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_dtype_policy(policy)
+    return policy
+
+
+def resolve_splits(cfg: TrainConfig, meta: DatasetMetadata) -> Optional[str]:
+    """Checks the train split and returns the validation split name (None for none)."""
+    if cfg.train_split not in meta.splits:
+        raise ConfigError(f"train config: train_split={cfg.train_split!r} is not in the dataset; "
+                          f"it has {sorted(meta.splits)}")
+    if cfg.val_split == "none":
+        return None
+    if cfg.val_split == "auto":
+        found = [s for s in VAL_SPLIT_NAMES if meta.num_windows(s) > 0]
+        return found[0] if found else None
+    if cfg.val_split not in meta.splits:
+        raise ConfigError(f"train config: val_split={cfg.val_split!r} is not in the dataset; "
+                          f"it has {sorted(meta.splits)}")
+    return cfg.val_split
+
+
+def class_weights(meta: DatasetMetadata, how: str) -> Optional[dict]:
+    """balanced: weight_k = N / (K * n_k) from stats.class_histogram (1 for absent classes)."""
+    if how != "balanced":
+        return None
+    hist = meta.stats.get("class_histogram")
+    if not hist or len(hist) != len(meta.target.classes):
+        raise ConfigError(f"class_weights=balanced needs stats.class_histogram with "
+                          f"{len(meta.target.classes)} counts in metadata.json, got {hist!r}")
+    total, k = float(sum(hist)), len(hist)
+    return {i: (total / (k * n) if n else 1.0) for i, n in enumerate(hist)}
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Trains cfg.arch on cfg.data and exports it to WORKDIR/export.
+
+    Args:
+      cfg: a validated TrainConfig.
+      log: where progress lines go.
+
+    Returns:
+      The TrainResult (its summary() is the final log line).
+
+    Raises:
+      MissingMetadataError: cfg.data is not a finished dataset.
+      ConfigError: a setting does not fit the dataset.
+      ShardError: a shard cannot be read (the message names it).
+      TrainingDiverged: the loss became NaN or infinite (nothing is exported).
+    """
+    meta = DatasetMetadata.load(cfg.data)
+    task = meta.target.task
+    cfg.check_task(task)
+    val_split = resolve_splits(cfg, meta)
+    n_train = meta.num_windows(cfg.train_split)
+    steps = n_train // cfg.batch_size
+    if steps < 1:
+        raise ConfigError(f"train config: batch_size={cfg.batch_size} is larger than the "
+                          f"{n_train} windows of split {cfg.train_split!r}")
+    strategy = select_strategy(cfg.strategy)  # before any other TF op: multi-worker needs that
+    role = worker_role(strategy)
+    policy = configure_runtime(cfg)
+    paths = RunPaths(cfg.workdir if role.is_chief else os.path.join(cfg.workdir, "workers", role.name))
+    os.makedirs(paths.root, exist_ok=True)
+    primary, mode = PRIMARY_METRIC[task]
+    monitor = f"val_{primary}" if val_split else primary
+    log(f"training {cfg.arch} on {cfg.data} ({task}, {n_train} windows, {steps} steps/epoch) with "
+        f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
+
+    with strategy.scope():
+        model = build_model(meta, cfg)
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps * cfg.epochs)
+        model.compile(optimizer=keras.optimizers.Adam(schedule, weight_decay=cfg.weight_decay or None),
+                      loss=task_loss(task, cfg.task_loss(task), meta.stats, cfg.ssim_weight),
+                      metrics=task_metrics(task), jit_compile=bool(cfg.jit))
+        if cfg.warm_start:
+            warm_start(model, cfg.warm_start, log)
+        # Creating the optimizer's slots now, not inside the first traced step, spares the
+        # train function a second trace (tf.function retraces after creating variables).
+        model.optimizer.build(model.trainable_variables)
+
+    def dataset(split, training):
+        ds = make_dataset(cfg.data, meta, split, cfg.batch_size, training, seed=cfg.seed,
+                          shuffle_buffer=cfg.shuffle_buffer,
+                          augment=cfg.augmentations(task) if training else (),
+                          num_workers=role.num_workers, worker_index=role.index, deterministic=True,
+                          pixel_dtype=tf.int32 if role.num_workers > 1 else tf.uint8)
+        if role.num_workers == 1:
+            # Known length: Keras shows progress, and a shard holding fewer records than
+            # metadata.json says fails loudly instead of silently shortening the epoch.
+            n = meta.num_windows(split)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(
+                n // cfg.batch_size if training else -(-n // cfg.batch_size)))
+        return ds
+
+    train_ds = dataset(cfg.train_split, True)
+    val_ds = dataset(val_split, False) if val_split else None
+    resuming = os.path.exists(os.path.join(paths.backup, "training_metadata.json"))
+    if not resuming and os.path.exists(paths.best_weights):
+        os.remove(paths.best_weights)  # an earlier run's best must not be exported for this one
+    callbacks = make_callbacks(paths, monitor, mode, resuming, cfg.early_stopping_patience,
+                               "val_loss" if val_split else "loss", log)
+    started = time.perf_counter()
+    try:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+                            class_weight=class_weights(meta, cfg.class_weights), shuffle=False,
+                            verbose=2)  # shuffle=False: the dataset shuffles itself
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.FailedPreconditionError, tf.errors.NotFoundError) as e:
+        explained = _explain_input_error(e, cfg, meta, [cfg.train_split] + [val_split] * bool(val_split))
+        if explained is e:
+            raise
+        raise explained from None
+    train_seconds = time.perf_counter() - started
+    losses = history.history.get("loss", []) + history.history.get("val_loss", [])
+    if not np.all(np.isfinite(losses)):
+        raise TrainingDiverged(f"a loss of the run is not finite ({losses}); nothing exported")
+
+    if os.path.exists(paths.best_weights):
+        model.load_weights(paths.best_weights)  # export the best epoch, not the last
+    final = model.evaluate(val_ds if val_ds is not None else dataset(cfg.train_split, False),
+                           return_dict=True, verbose=0)
+    final = {k: float(v) for k, v in final.items()}
+    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+    backup = next(c for c in callbacks if isinstance(c, ResumableBackup))
+    epochs_run = backup.resumed_epoch + len(timer.epoch_seconds)
+    result = TrainResult(
+        epochs_run=epochs_run, resumed_at=backup.resumed_epoch, monitor=monitor,
+        best_value=final.get(primary), final_metrics=final,
+        windows_per_second=timer.windows_per_second(cfg.batch_size),
+        seconds_per_epoch=float(np.mean(timer.epoch_seconds)) if timer.epoch_seconds else 0.0,
+        train_seconds=train_seconds, parameters=int(model.count_params()), export_dir=None,
+        model=model)
+    card = model_card(cfg, meta, model, result, strategy, policy, val_split)
+    # Every worker runs the export (saving reads distributed variables collectively);
+    # only the chief's copy lands in WORKDIR/export.
+    export_model(model, meta, cfg.data, paths.export, card)
+    if role.is_chief:
+        result.export_dir = paths.export
+    else:
+        shutil.rmtree(paths.export, ignore_errors=True)
+    return result
+
+
+def warm_start(model: keras.Model, path: str, log: Callable[[str], None]) -> None:
+    """Loads the weights of an earlier model of the same architecture and window spec."""
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError) as e:
+        raise ConfigError(f"train config: warm_start={path!r} does not fit {model.name}: "
+                          f"{str(e).splitlines()[0][:300]}") from None
+    log(f"warm-started from {path}")
+
+
+def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResult, strategy,
+               policy: str, val_split: Optional[str]) -> dict:
+    """The model_card.json content."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return {
+        "architecture": cfg.arch,
+        "arch_config": cfg.arch_options(),
+        "task": meta.target.task,
+        "target": meta.target.to_dict(),
+        "parameters": result.parameters,
+        "trainable_parameters": trainable,
+        "train_config": cfg.to_dict(),
+        "dataset": {"path": os.path.abspath(cfg.data), "fingerprint": meta.fingerprint,
+                    "spec": meta.spec.to_dict(),
+                    "windows": {s: meta.num_windows(s) for s in meta.splits}},
+        "final_metrics": {"split": val_split or cfg.train_split, **result.final_metrics},
+        "monitor": result.monitor,
+        "epochs_run": result.epochs_run,
+        "resumed_at_epoch": result.resumed_at,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "training_seconds": result.train_seconds,
+        "windows_per_second": result.windows_per_second,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "dtype_policy": policy,
+        "clipforge_version": clipforge.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _explain_input_error(error, cfg: TrainConfig, meta: DatasetMetadata, splits) -> Exception:
+    """Turns an input error into a ShardError naming the shard(s), or returns it unchanged."""
+    if "IteratorGetNext" not in str(error):
+        return error  # not raised by the input pipeline: no shard to blame
+    if "expected to contain" in str(error):
+        problems = [p for s in splits for p in count_mismatches(cfg.data, meta, s)]
+        return ShardError("the shards do not hold the windows metadata.json lists: " +
+                          "; ".join(problems or [str(error).splitlines()[0]]))
+    problems = [p for s in splits for p in find_bad_shards(cfg.data, meta, s)]
+    if problems:
+        return ShardError("unreadable shard(s): " + "; ".join(problems))
+    return error
