@@ -11,6 +11,8 @@ from pipelines.config import SetupError
 # DirectRunner's own engine, the FnApiRunner, which honours --direct_num_workers and
 # --direct_running_mode. Ask for PrismRunner by name to get it.
 LOCAL_RUNNERS = (None, "direct", "directrunner")
+# Beam's DaskRunner, by any name it answers to: clipforge runs it with fixes (pipelines/dask_runner.py).
+DASK_RUNNERS = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner")
 
 
 def _stray(args: list[str]) -> list[str]:
@@ -52,10 +54,17 @@ def pipeline_options(args: list[str]) -> PipelineOptions:
 
 
 def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A Pipeline on the requested runner, or on the local FnApiRunner by default."""
+    """A Pipeline on the requested runner, or on the local FnApiRunner by default.
+
+    Beam's DaskRunner is swapped for `pipelines.dask_runner.DaskRunner`, which takes the same
+    flags and computes each stage once.
+    """
     runner = options.view_as(StandardOptions).runner
     if runner is None or runner.lower() in LOCAL_RUNNERS:
         return beam.Pipeline(runner=local_runner(options), options=options)
+    if runner.lower() in DASK_RUNNERS:
+        from pipelines.dask_runner import DaskRunner
+        return beam.Pipeline(runner=DaskRunner(), options=options)
     return beam.Pipeline(options=options)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Optional
 
+from pipelines.probe import DEFAULT_FORMATS, DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS
 from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.metadata import COMPRESSIONS
 from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
@@ -15,7 +16,7 @@ COLORS = {"gray": 1, "rgb": 3}
 RESIZE_MODES = ("stretch", "crop", "pad")
 RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
 # Settings that do not change a dataset's content: left out of its fingerprint.
-NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads")
+NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads", "segment_seconds")
 
 
 class SetupError(Exception):
@@ -44,6 +45,11 @@ class IngestConfig:
       overwrite: replace an existing output directory (atomically).
       video_timeout: wall-clock seconds allowed for probing and decoding one video.
       ffmpeg_threads: decoder threads per ffmpeg process; 0 lets ffmpeg choose.
+      formats: container formats (ffmpeg demuxer names) a video may have; others are dead-lettered.
+      max_pixels: largest width x height a video may declare.
+      max_duration: longest duration in seconds a video may declare (or decode to).
+      segment_seconds: videos longer than about 1.5x this are decoded as segments of about this
+        many seconds, in parallel; 0 decodes every video whole. The windows are the same either way.
     """
 
     input: str = ""
@@ -67,6 +73,10 @@ class IngestConfig:
     overwrite: bool = False
     video_timeout: float = 600.0
     ffmpeg_threads: int = 0
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_duration: float = DEFAULT_MAX_DURATION
+    segment_seconds: float = 300.0
 
     def to_dict(self, data_only: bool = False) -> dict:
         """The config as JSON-ready values; data_only leaves out NON_DATA_FIELDS."""
@@ -116,6 +126,11 @@ class IngestConfig:
         need(self.num_shards >= 0, "num_shards", "0 (automatic) or a positive count")
         need(self.video_timeout > 0, "video_timeout", "a positive number of seconds")
         need(self.ffmpeg_threads >= 0, "ffmpeg_threads", "0 (automatic) or a positive count")
+        need(len(self.formats) >= 1 and all(re.fullmatch(r"\w+", f) for f in self.formats), "formats",
+             "comma-separated ffmpeg demuxer names, e.g. mov,mp4,matroska,webm")
+        need(self.max_pixels > 0, "max_pixels", "a positive number of pixels (width x height)")
+        need(self.max_duration > 0, "max_duration", "a positive number of seconds")
+        need(self.segment_seconds >= 0, "segment_seconds", "0 (never split) or a positive number of seconds")
         need(self.horizon >= 1, "horizon", "an integer >= 1")
         need(1 <= len(self.splits) <= 3 and all(f >= 0 for f in self.splits)
              and abs(sum(self.splits) - 1) < 1e-6 and self.splits[0] > 0, "splits",
@@ -175,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
       help="replace an existing output directory (atomically); without it an existing one is refused")
     a("--video-timeout", type=float, help="seconds allowed to probe and decode one video (default 600)")
     a("--ffmpeg-threads", type=int, help="decoder threads per ffmpeg process; 0 = ffmpeg decides (default)")
+    a("--formats", help="comma-separated container formats (ffmpeg demuxer names, as ffprobe's format_name "
+                        "lists them) a video may have; any other, and every playlist or reference format "
+                        f"(hls, concat, image2...), is dead-lettered unread (default {','.join(DEFAULT_FORMATS)})")
+    a("--max-pixels", type=int, help="largest frame width x height accepted; bigger videos are dead-lettered "
+                                     f"before decoding (default {DEFAULT_MAX_PIXELS}, 8K)")
+    a("--max-duration", type=float, help="longest video in seconds, as declared by its header and as decoded; "
+                                         f"longer ones are dead-lettered (default {DEFAULT_MAX_DURATION:g})")
+    a("--segment-seconds", type=float, help="split videos longer than ~1.5x this into segments of about this "
+                                            "many seconds, decoded in parallel on different workers (seek + "
+                                            "overlap, the same windows as a whole decode); 0 never splits "
+                                            "(default 300)")
     return p
 
 

@@ -1,12 +1,13 @@
 """Stream a video's frames off an ffmpeg pipe, resampled, resized and colour-converted by ffmpeg."""
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from typing import Iterator, Optional
 
 import ffmpeg
 import numpy as np
 
-from pipelines.probe import PROTOCOL_WHITELIST, VideoError, file_arg
+from pipelines.probe import DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError, file_arg
 from pipelines.process import ToolProcess
 from schemas.spec import WindowSpec
 
@@ -19,7 +20,9 @@ SCALE_FLAGS = "area"
 _INPUT = "file:input"
 
 
-def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: int = 0) -> list[str]:
+def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: int = 0,
+                formats: tuple[str, ...] = DEFAULT_FORMATS, seek: float = 0.0, lead: float = 0.0,
+                stop_after: int = 0) -> list[str]:
     """The ffmpeg command that writes `path` as raw frames of `spec` to stdout.
 
     One filter graph does everything: `fps` resamples to a constant rate first (so later
@@ -33,17 +36,36 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
       resize: stretch (ignore aspect), crop (fill, then centre-crop) or pad (fit, then
         centre on black).
       threads: ffmpeg decoder threads; 0 lets ffmpeg choose.
+      formats: the demuxers ffmpeg may use (-format_whitelist), as for the probe.
+      seek: start decoding here (seconds, `-ss` before `-i`: a demuxer seek to the keyframe at
+        or before it). Frame timing then matches a decode from the start exactly when `seek`
+        and `lead` are whole multiples of 1/fps that the stream's time base can represent
+        (pipelines/segments.py picks them so): the first frame out is the one a decode
+        from the start shows at `seek + lead`.
+      lead: seconds after `seek` that are decoded but dropped by the fps filter (its
+        start_time), so that a seek landing a little late still starts on the right frame.
+      stop_after: stop after this many output frames (`-frames:v`); 0 reads to the end.
 
     Returns:
-      The argument list (no shell involved).
+      The argument list (no shell involved): the input is always a plain local file
+      (`file:` + absolute path), only the file protocol is allowed, stdin is never read.
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize={resize!r}: expected one of {RESIZE_MODES}")
     w, h = spec.width, spec.height
     # ffmpeg-python hashes its arguments as UTF-8, which a non-UTF-8 file name (surrogate
     # escapes) breaks; the real name replaces a placeholder after compiling.
-    stream = ffmpeg.input(_INPUT, protocol_whitelist=PROTOCOL_WHITELIST, threads=threads)
-    stream = stream.filter("fps", fps=spec.fps)
+    # -noaccurate_seek keeps the frames decoded between the keyframe and `seek`, so the fps
+    # filter can pick, for its first output time, the same source frame as a full decode.
+    seeking = {"ss": repr(float(seek)), "noaccurate_seek": None} if seek > 0 else {}
+    stream = ffmpeg.input(_INPUT, protocol_whitelist=PROTOCOL_WHITELIST, format_whitelist=",".join(formats),
+                          threads=threads, **seeking)
+    if seek > 0:
+        # start_time pins the output grid to the seek point rather than to the first frame that
+        # arrives; setpts restarts it at 0, else rawvideo's constant-rate muxer would pad.
+        stream = stream.filter("fps", fps=spec.fps, start_time=repr(float(lead))).filter("setpts", "PTS-STARTPTS")
+    else:
+        stream = stream.filter("fps", fps=spec.fps)
     fit = {"stretch": {}, "crop": {"force_original_aspect_ratio": "increase"},
            "pad": {"force_original_aspect_ratio": "decrease"}}[resize]
     stream = stream.filter("scale", w, h, flags=SCALE_FLAGS, **fit)
@@ -54,7 +76,8 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
     stream = stream.filter("format", PIX_FMTS[spec.channels])
     if resize == "crop":
         stream = stream.filter("crop", w, h)
-    out = stream.output("pipe:", format="rawvideo", pix_fmt=PIX_FMTS[spec.channels])
+    bound = {"frames:v": int(stop_after)} if stop_after > 0 else {}
+    out = stream.output("pipe:", format="rawvideo", pix_fmt=PIX_FMTS[spec.channels], **bound)
     return [file_arg(path) if a == _INPUT else a for a in out.compile(cmd=list(FFMPEG_GLOBAL))]
 
 
@@ -63,38 +86,59 @@ class FrameStream:
 
     Nothing but the frame being read is held here; the caller decides what to keep. When the
     iteration ends, `frames` is the number of frames read, and a failure (ffmpeg's non-zero
-    exit, the timeout) has been raised as VideoError (stage "decode", kind decode_failed or
-    timeout) carrying ffmpeg's stderr tail. ffmpeg is killed whenever iteration stops early.
+    exit, the timeout, more frames than --max-duration allows) has been raised as VideoError
+    (stage "decode", kind decode_failed, timeout or too_long) carrying ffmpeg's stderr tail.
+    ffmpeg's process group is killed whenever iteration stops early.
 
     Args:
       path: a local file.
       spec: the window spec.
       resize: see `ffmpeg_args`.
       timeout: wall-clock seconds for the whole decode.
+      threads: ffmpeg decoder threads (0 = ffmpeg decides).
+      limits: the allowed formats and the longest duration; a file whose header understates
+        its length is stopped after `max_duration * fps` frames. None for the defaults.
+      seek, lead, stop_after: decode one time segment only (see `ffmpeg_args`).
     """
 
-    def __init__(self, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int = 0):
-        self.args = ffmpeg_args(path, spec, resize, threads)
+    def __init__(self, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int = 0,
+                 limits: Optional[ProbeLimits] = None, seek: float = 0.0, lead: float = 0.0,
+                 stop_after: int = 0):
+        limits = limits or DEFAULT_LIMITS
+        self.args = ffmpeg_args(path, spec, resize, threads, limits.formats, seek, lead, stop_after)
         self.shape = spec.frame_shape
         self.timeout = timeout
+        self.max_duration = limits.max_duration
+        self.max_frames = math.ceil(limits.max_duration * spec.fps) + 1
         self.frames = 0
         self.stderr = ""
         self.process = None  # the running ToolProcess, for callers that watch it
 
     def __iter__(self) -> Iterator[np.ndarray]:
         size = int(np.prod(self.shape))
+        ended = too_long = False
         with ToolProcess(self.args, self.timeout) as tp:
             self.process = tp
             try:
                 while True:
                     buf = tp.stdout.read(size)
                     if len(buf) < size:
-                        break  # EOF; a partial trailing frame only happens when ffmpeg died
+                        ended = True  # EOF; a partial trailing frame only happens when ffmpeg died
+                        break
+                    if self.frames == self.max_frames:
+                        too_long = True
+                        break
                     self.frames += 1
                     yield np.frombuffer(buf, np.uint8).reshape(self.shape)
             finally:
-                rc = tp.close()  # also on GeneratorExit: the consumer stopped early
+                # At EOF ffmpeg is exiting: its status decides. Otherwise (the consumer stopped,
+                # too long, an error) it is killed at once.
+                rc = tp.close(wait=ended)
                 self.stderr = tp.stderr_tail()
+        if too_long:
+            raise VideoError("decode", "too_long",
+                             f"more than {self.max_duration:g}s of video (--max-duration) although the "
+                             f"header said less: stopped after {self.frames} frames", self.stderr)
         if tp.timed_out:
             raise VideoError("decode", "timeout",
                              f"decode did not finish in {self.timeout:g}s ({self.frames} frames read)",

@@ -13,7 +13,7 @@ from pipelines.beam_options import create_pipeline, pipeline_options
 from pipelines.config import IngestConfig, SetupError, parse_config
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.labels import load_labels
-from pipelines.probe import VideoError, probe_video
+from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
                                   WriteMetadata, WriteShards)
@@ -48,14 +48,14 @@ class IngestPlan:
     fingerprint: str
 
 
-def _corpus_seconds(videos: list[VideoRef], timeout: float) -> float:
+def _corpus_seconds(videos: list[VideoRef], timeout: float, limits: ProbeLimits) -> float:
     """Estimates the corpus duration from a few probed videos and every video's size."""
     local = [v for v in videos if is_local(v.path)]
     step = max(1, len(local) // SHARD_SAMPLE)
     seconds = size = 0.0
     for v in local[::step][:SHARD_SAMPLE]:
         try:
-            info = probe_video(v.path, min(timeout, 30))
+            info = probe_video(v.path, min(timeout, 30), limits)
         except VideoError:
             continue
         if info.duration and v.size:
@@ -88,13 +88,15 @@ def prepare(config: IngestConfig) -> IngestPlan:
         print(f"labels: {table.shape} rows of {len(table.videos)} videos joined on {table.join_column!r}"
               + (f"; ignoring column(s) {table.ignored}" if table.ignored else ""))
     spec, target = config.window_spec(), config.target_spec(classes)
+    limits = ProbeLimits(formats=tuple(config.formats), max_pixels=config.max_pixels,
+                         max_duration=config.max_duration)
     job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=config.split_names,
                    split_fractions=tuple(config.splits), labels=labels, timeout=config.video_timeout,
-                   threads=config.ffmpeg_threads)
+                   threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds)
     if config.num_shards:
         counts = [config.num_shards] * len(config.splits)
     else:
-        counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout), spec,
+        counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout, limits), spec,
                                              job.horizon, tuple(config.splits), config.compression)
     staging = out_dir.prepare_output(config.output, config.overwrite)
     return IngestPlan(config, job, videos, rejected, staging, dict(zip(config.split_names, counts)),

@@ -100,7 +100,8 @@ def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
     A directory gives its video files (by extension, recursively); a path with * ? [ is a glob
     (every match is taken); an existing file with a video extension is one video; any other
     file is a list of paths, one per line (blank lines and # comments skipped, relative paths
-    taken from the list's folder).
+    taken from the list's folder). Local inputs are regular files only: FIFOs, devices and
+    links to them are skipped, since opening one could block or read forever.
 
     Returns:
       (videos sorted by path, listed paths that do not exist).
@@ -116,6 +117,8 @@ def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
         what = f"no video files (extensions {', '.join(sorted(VIDEO_EXTENSIONS))}) under {spec}"
     elif any(ch in spec for ch in "*?[") and not exists:
         found = _match([os.path.abspath(spec) if local else spec])
+        if local:  # as for directories and lists: regular files only (a FIFO would hang ffprobe)
+            found = _stat([m[0] for m in found])
         what = f"no file matches {spec}"
     elif exists and _is_video(spec):
         found = _stat([os.path.abspath(spec) if local else spec])

@@ -1,17 +1,29 @@
-"""ffprobe a local video file: its first video stream's size, frame rate and duration."""
+"""ffprobe a local video file and check its answers against the limits before any decode."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from fractions import Fraction
 from typing import Optional
 
 from pipelines.process import run_tool
 
-# Only the file protocol: a playlist or concat file inside a video cannot make ffmpeg open
-# a network connection or another protocol's resource.
+# Only the file protocol: whatever a file refers to, ffmpeg cannot open a network connection
+# or another protocol's resource (pipe:, fd:, subfile:, data:, http:, tcp:...).
 PROTOCOL_WHITELIST = "file"
+# Demuxers allowed by default, as ffprobe's format_name spells them: the common video
+# containers. Left out on purpose: playlists and references that open other files or URLs
+# (hls, concat, dash, image2 sequences, ...), which a hostile upload can point at /etc/passwd
+# or at an internal web server.
+DEFAULT_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts",
+                   "flv", "ogg", "mpeg", "asf", "mxf", "gif", "yuv4mpegpipe")
+DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD
+DEFAULT_MAX_DURATION = 6 * 3600.0  # seconds
+MAX_SOURCE_FPS = 1000.0  # above this a header's frame rate is taken as broken or hostile
+_NOT_ON_WHITELIST = re.compile(r"\[([\w,]+) @ 0x[0-9a-fA-F]+\] Format not on whitelist")
 
 
 class VideoError(Exception):
@@ -41,6 +53,55 @@ class VideoInfo:
     format_name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeLimits:
+    """What a file must satisfy before it is decoded (the --formats, --max-pixels and
+    --max-duration flags); the defaults apply wherever no limits are passed.
+
+    Attributes:
+      formats: allowed demuxer names; a file is accepted when one of the comma-separated
+        names in its format_name is listed (ffmpeg's own matching).
+      max_pixels: the largest width x height accepted.
+      max_duration: the longest duration accepted, in seconds.
+      max_fps: the highest source frame rate accepted.
+    """
+
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_duration: float = DEFAULT_MAX_DURATION
+    max_fps: float = MAX_SOURCE_FPS
+
+    @property
+    def format_whitelist(self) -> str:
+        """The value of ffmpeg's and ffprobe's -format_whitelist."""
+        return ",".join(self.formats)
+
+    def allows_format(self, format_name: str) -> bool:
+        return any(name in self.formats for name in format_name.split(","))
+
+    def check(self, info: "VideoInfo") -> None:
+        """Raises VideoError (stage "probe") when ffprobe's answers are outside the limits.
+
+        Kinds: format_not_allowed, too_many_pixels, too_long, bad_frame_rate.
+        """
+        if not self.allows_format(info.format_name):
+            raise VideoError("probe", "format_not_allowed", f"container format {info.format_name!r} "
+                             f"is not in --formats ({self.format_whitelist})")
+        pixels = info.width * info.height
+        if pixels > self.max_pixels:
+            raise VideoError("probe", "too_many_pixels", f"frame size {info.width}x{info.height} = "
+                             f"{pixels} pixels is above --max-pixels {self.max_pixels}")
+        if info.duration is not None and info.duration > self.max_duration:
+            raise VideoError("probe", "too_long", f"duration {info.duration:g}s is above "
+                             f"--max-duration {self.max_duration:g}s")
+        if info.fps is not None and not (math.isfinite(info.fps) and info.fps <= self.max_fps):
+            raise VideoError("probe", "bad_frame_rate", f"frame rate {info.fps:g} fps is not sane "
+                             f"(above {self.max_fps:g} fps)")
+
+
+DEFAULT_LIMITS = ProbeLimits()
+
+
 def file_arg(path: str) -> str:
     """The input argument for ffmpeg/ffprobe: an absolute path behind the `file:` protocol.
 
@@ -50,10 +111,14 @@ def file_arg(path: str) -> str:
     return "file:" + os.path.abspath(path)
 
 
-def probe_args(path: str) -> list[str]:
-    """The ffprobe command for `path` (ffprobe has no -nostdin; stdin is /dev/null instead)."""
+def probe_args(path: str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[str]:
+    """The ffprobe command for `path` (ffprobe has no -nostdin; stdin is /dev/null instead).
+
+    -format_whitelist stops a playlist or concat file before its demuxer opens anything:
+    ffmpeg picks the demuxer from the file's first bytes and refuses it before reading on.
+    """
     return ["ffprobe", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
-            "-show_entries",
+            "-format_whitelist", ",".join(formats), "-show_entries",
             "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration"
             ":format=format_name,duration",
             "-of", "json", file_arg(path)]
@@ -75,22 +140,29 @@ def _number(text, cast=float):
     return v if v > 0 else None
 
 
-def probe_video(path: str, timeout: float) -> VideoInfo:
-    """Probes a local file.
+def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None) -> VideoInfo:
+    """Probes a local file and checks it against the limits.
 
     Args:
       path: a local file path.
       timeout: wall-clock seconds before ffprobe is killed.
+      limits: the checks to apply; None for the defaults (DEFAULT_LIMITS).
 
     Returns:
       The VideoInfo of the first video stream.
 
     Raises:
-      VideoError: stage "probe", kind probe_failed / timeout / no_video_stream.
+      VideoError: stage "probe", kind probe_failed / timeout / format_not_allowed /
+        no_video_stream / too_many_pixels / too_long / bad_frame_rate.
     """
-    rc, out, err, timed_out = run_tool(probe_args(path), timeout)
+    limits = limits or DEFAULT_LIMITS
+    rc, out, err, timed_out = run_tool(probe_args(path, limits.formats), timeout)
     if timed_out:
         raise VideoError("probe", "timeout", f"ffprobe did not finish in {timeout:g}s", err)
+    refused = _NOT_ON_WHITELIST.search(err)
+    if rc != 0 and refused:
+        raise VideoError("probe", "format_not_allowed", f"container format {refused.group(1)!r} is not "
+                         f"in --formats ({limits.format_whitelist}); it was refused before being read", err)
     if rc != 0:
         first = err.strip().splitlines()[-1] if err.strip() else f"exit status {rc}"
         raise VideoError("probe", "probe_failed", f"ffprobe cannot read the file: {first}", err)
@@ -107,8 +179,10 @@ def probe_video(path: str, timeout: float) -> VideoInfo:
     width, height = _number(s.get("width"), int), _number(s.get("height"), int)
     if not width or not height:
         raise VideoError("probe", "no_video_stream", "the video stream reports no frame size", err)
-    return VideoInfo(width=width, height=height,
+    info = VideoInfo(width=width, height=height,
                      fps=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")),
                      duration=_number(s.get("duration")) or _number(fmt.get("duration")),
                      frames=_number(s.get("nb_frames"), int), codec=str(s.get("codec_name", "")),
                      format_name=str(fmt.get("format_name", "")))
+    limits.check(info)
+    return info

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from typing import Sequence
 
@@ -14,13 +17,36 @@ STDERR_TAIL_BYTES = 1024
 PIPE_BYTES = 1 << 20
 
 
+@functools.lru_cache(maxsize=1)
+def die_with_parent_prefix() -> tuple[str, ...]:
+    """`setpriv --pdeathsig KILL --` where util-linux has it (Linux), else () (no such guard).
+
+    The child runs in its own session, so a worker killed with SIGKILL (the OOM killer, a
+    preempted job, `kill -9`) would otherwise leave ffmpeg decoding on as an orphan; with the
+    death signal the kernel kills it when the thread that started it dies. setpriv sets it
+    and execs the tool, so Python keeps its vfork fast path: a preexec_fn would fork the whole
+    multi-threaded worker (Beam's gRPC threads included) for every video.
+    """
+    exe = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if not exe:
+        return ()
+    try:
+        usage = subprocess.run([exe, "--help"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (exe, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
+
+
 class ToolProcess:
     """Runs one command with stdout on a pipe and guarantees the process is gone on close.
 
     The child gets its own process group (so a kill reaches anything it spawned), stdin from
-    /dev/null, and a thread that drains stderr, keeping only the last `STDERR_TAIL_BYTES`: a
-    chatty ffmpeg would otherwise fill the stderr pipe and block while we wait on stdout.
-    A timer kills the group after `timeout` seconds of wall clock. Use as a context manager.
+    /dev/null, a death signal tied to this thread (so it cannot outlive a killed worker),
+    and a thread that drains stderr, keeping only the last `STDERR_TAIL_BYTES`: a chatty
+    ffmpeg would otherwise fill the stderr pipe and block while we wait on stdout. A timer
+    kills the group after `timeout` seconds of wall clock; `close` kills it too, whether the
+    child ended, failed or is still running, before reaping it. Use as a context manager.
 
     Args:
       args: the command as an argument list (never a shell string).
@@ -32,8 +58,9 @@ class ToolProcess:
         self.timed_out = False
         self._tail = b""
         self._lock = threading.Lock()
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self._reap_lock = threading.Lock()  # a group is never signalled after its leader is reaped
+        self.proc = subprocess.Popen([*die_with_parent_prefix(), *self.args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
@@ -56,11 +83,32 @@ class ToolProcess:
                 self._tail = (self._tail + chunk)[-STDERR_TAIL_BYTES:]
 
     def _on_timeout(self) -> None:
-        self.timed_out = True
-        self.kill()
+        with self._reap_lock:
+            if not self._exited():  # a child that already finished did not time out
+                self.timed_out = True
+                self._kill_group()
+
+    def _exited(self) -> bool:
+        """Whether the child has ended, without reaping it (so its pid stays reserved)."""
+        if self.proc.returncode is not None:
+            return True
+        if not hasattr(os, "waitid"):
+            return self.proc.poll() is not None
+        try:
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
 
     def kill(self) -> None:
-        """Kills the whole process group; a no-op once the process has been reaped."""
+        """Kills the whole process group; a no-op once the process has been reaped.
+
+        Until the leader is reaped its pid (the group id) cannot be reused, so the signal can
+        only reach this child and what it spawned.
+        """
+        with self._reap_lock:
+            self._kill_group()
+
+    def _kill_group(self) -> None:
         if self.proc.returncode is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -73,13 +121,30 @@ class ToolProcess:
             tail = self._tail
         return tail.decode("utf-8", "replace")
 
-    def close(self) -> int:
-        """Stops the process if still running, reaps it, and returns its exit status."""
+    def close(self, wait: bool = False) -> int:
+        """Ends the child, reaps it and returns its exit status (negative: killed by a signal).
+
+        Args:
+          wait: let the child exit by itself first, still bounded by the timeout (its stdout
+            reached EOF, so it is finishing and its exit status matters); otherwise it is
+            killed at once (the reader stopped early or failed).
+
+        Either way the whole process group is killed before the reap, so nothing the child
+        spawned outlives it; a child that already exited keeps its own status.
+        """
+        if wait and self.proc.returncode is None:
+            if hasattr(os, "waitid"):
+                try:  # wait without reaping: the group id stays reserved for the kill below
+                    os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+                except ChildProcessError:
+                    pass
+            else:
+                self.proc.wait()
         if self._timer is not None:
             self._timer.cancel()
-        if self.proc.poll() is None:
-            self.kill()
-        rc = self.proc.wait()
+        with self._reap_lock:
+            self._kill_group()
+            rc = self.proc.wait()
         self._drain.join(timeout=5)
         self.proc.stdout.close()
         self.proc.stderr.close()
@@ -100,5 +165,5 @@ def run_tool(args: Sequence[str], timeout: float | None) -> tuple[int, bytes, st
     """
     with ToolProcess(args, timeout) as tp:
         out = tp.stdout.read()
-        rc = tp.close()
+        rc = tp.close(wait=True)
         return rc, out, tp.stderr_tail(), tp.timed_out

@@ -1,7 +1,8 @@
-"""One video in, its records (or windows) out: labels, split, probe, streaming decode, encode once."""
+"""Videos (or segments of long ones) in, records out: labels, split, streaming decode, encode once."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from typing import Iterator, NamedTuple, Optional, Union
@@ -9,9 +10,11 @@ from typing import Iterator, NamedTuple, Optional, Union
 import numpy as np
 
 from pipelines.decode import FrameStream
-from pipelines.inputs import VideoRef, local_file
+from pipelines.inputs import VideoRef, is_local, local_file
 from pipelines.labels import VideoLabels
-from pipelines.probe import VideoError, probe_video
+from pipelines.probe import ProbeLimits, VideoError, probe_video
+from pipelines.segments import (EdgeDigests, Segment, boundary_problem, is_long, merge_summaries, plan_segments,
+                                shared_frames_end, video_time_base)
 from pipelines.split import assign_split
 from pipelines.stats import VideoStatsAccumulator, VideoSummary
 from pipelines.windows import iter_windows, last_frame_time
@@ -58,6 +61,9 @@ class VideoJob:
       labels: {video_id: VideoLabels}, or None for next_frame.
       timeout: wall-clock seconds for probing and decoding one video.
       threads: ffmpeg decoder threads (0 = ffmpeg decides).
+      limits: allowed container formats, largest frame, longest duration (checked by the probe).
+      segment_seconds: local videos longer than ~1.5x this are decoded in segments of about
+        this length (`plan_video`); 0 decodes every video whole.
     """
 
     spec: WindowSpec
@@ -68,6 +74,8 @@ class VideoJob:
     labels: Optional[dict[str, VideoLabels]] = None
     timeout: float = 600.0
     threads: int = 0
+    limits: ProbeLimits = ProbeLimits()
+    segment_seconds: float = 0.0
 
     @property
     def horizon(self) -> int:
@@ -82,61 +90,125 @@ def _too_short(frames: int, spec: WindowSpec, horizon: int) -> VideoError:
                       f"{need}{extra}")
 
 
-def _probe_and_stream(path: str, spec: WindowSpec, resize: str, timeout: float, threads: int) -> FrameStream:
-    """Probes the file, then opens its frame stream with what is left of the per-video timeout."""
+def _probe_and_stream(path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
+                      limits: Optional[ProbeLimits] = None) -> FrameStream:
+    """Probes and checks the file, then opens its frame stream with what is left of the timeout."""
     start = time.monotonic()
-    probe_video(path, timeout)
-    return FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads)
+    probe_video(path, timeout, limits)
+    return FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads, limits)
 
 
-def process_video(ref: VideoRef, job: VideoJob, scratch_dir: str
-                  ) -> Iterator[Union[tuple[str, bytes], VideoSummary, DeadLetter]]:
-    """Turns one video into serialized records, streaming.
+def _label_check(ref: VideoRef, job: VideoJob) -> Optional[DeadLetter]:
+    """The dead letter for a video whose label row is missing or unusable, else None."""
+    if job.labels is None:
+        return None
+    labels = job.labels.get(ref.video_id)
+    if labels is None:
+        return DeadLetter(ref.path, ref.video_id, "labels", f"no row for {ref.video_id!r} in the labels file",
+                          "no_label")
+    problem = labels.problem(job.target.outputs)
+    return DeadLetter(ref.path, ref.video_id, "labels", problem, "bad_target") if problem else None
 
-    Order of checks: the label row (no decode for an unlabelled video), the split (a hash of
-    the id, before any window), a local copy of remote files, ffprobe, then ffmpeg's frame
-    stream through the ring buffer. Each frame is encoded at most once, however many windows
-    hold it, and counted once in the pixel stats.
+
+def plan_video(ref: VideoRef, job: VideoJob) -> Iterator[Union[Segment, DeadLetter]]:
+    """Checks a video's label row, then splits it into segments when it is long.
+
+    Only local videos longer than 1.5 x `job.segment_seconds` are split, which needs their
+    duration and time base: they are probed (and checked against the limits) here, once.
+    Others are one whole segment, probed when decoded. Remote videos are never split: every
+    segment would need its own copy of the file.
 
     Yields:
-      (split, serialized record) per window as soon as it fills; then either one
-      VideoSummary (the video wrote records) or one DeadLetter (it wrote none).
+      The video's segments in order, or one DeadLetter (labels, probe or read stage).
     """
-    spec, horizon = job.spec, job.horizon
-    labels = None
-    if job.labels is not None:
-        labels = job.labels.get(ref.video_id)
-        if labels is None:
-            yield DeadLetter(ref.path, ref.video_id, "labels", f"no row for {ref.video_id!r} in the labels file",
-                             "no_label")
-            return
-        problem = labels.problem(job.target.outputs)
-        if problem:
-            yield DeadLetter(ref.path, ref.video_id, "labels", problem, "bad_target")
-            return
+    dead = _label_check(ref, job)
+    if dead:
+        yield dead
+        return
+    if job.segment_seconds <= 0 or not is_local(ref.path):
+        yield Segment(ref)
+        return
+    try:
+        info = probe_video(ref.path, job.timeout, job.limits)
+        time_base = video_time_base(ref.path, job.timeout, job.limits.formats) \
+            if is_long(info.duration, job.segment_seconds) else None
+    except VideoError as e:
+        yield DeadLetter.of(ref, e)
+        return
+    except OSError as e:
+        yield DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
+        return
+    yield from plan_segments(ref, info.duration, time_base, job.spec, job.horizon, job.segment_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentResult:
+    """What one segment wrote, for `finish_video` to rejoin with its siblings.
+
+    Attributes:
+      ref, index, count: the video and the segment's place among its segments.
+      start: the segment's first frame.
+      summary: its windows, owned frames (the shared ones are counted by the segment before)
+        and stats.
+      error: why it wrote nothing, when its decode failed.
+      head, tail: (frames, hash) of the frames shared with the segment before / after.
+    """
+
+    ref: VideoRef
+    index: int
+    count: int
+    start: int
+    summary: VideoSummary
+    error: Optional[DeadLetter] = None
+    head: tuple[int, str] = (0, "")
+    tail: tuple[int, str] = (0, "")
+
+
+def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
+                    ) -> Iterator[Union[tuple[str, bytes], SegmentResult]]:
+    """Decodes one segment into serialized records, streaming (the label row is checked already).
+
+    The split is a hash of the id (before any window); remote files are copied locally; the
+    file is probed unless the planner did; then ffmpeg's frame stream runs through the ring
+    buffer. Each frame is encoded at most once, however many windows hold it, and counted
+    once in the pixel stats (frames shared with the previous segment are counted there).
+
+    Yields:
+      (split, serialized record) per window as soon as it fills; then one SegmentResult.
+    """
+    ref, spec, horizon = seg.ref, job.spec, job.horizon
+    labels = job.labels.get(ref.video_id) if job.labels is not None else None
     split = assign_split(ref.video_id, job.split_fractions, job.split_names)
     codec = RecordCodec(spec, job.target)
     stats = VideoStatsAccumulator(spec.channels, len(job.target.outputs) if job.target.task == "regression" else 0,
                                   len(job.target.classes) if job.target.task == "classification" else 0)
 
-    def encode(pixels: np.ndarray) -> bytes:
-        stats.add_frame(pixels)
-        return codec.encode_frame(pixels)
+    def target_at(start: int):
+        return labels.at(last_frame_time(start, spec.frames, spec.fps)) if labels is not None else None
 
+    counted_from = shared_frames_end(seg, spec, horizon, lambda s: labels is None or target_at(s) is not None)
+    edges = EdgeDigests(seg, spec.frames + horizon)
     written = unlabelled = 0
-    partial = ""
+    partial, error = "", None
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _probe_and_stream(path, spec, job.resize, job.timeout, job.threads)
+            if seg.probed:
+                stream = FrameStream(path, spec, job.resize, job.timeout, job.threads, job.limits, seg.seek,
+                                     seg.lead, seg.stop_after(spec.frames + horizon))
+            else:
+                stream = _probe_and_stream(path, spec, job.resize, job.timeout, job.threads, job.limits)
             try:
-                for start, frames in iter_windows(stream, spec.frames, spec.stride, horizon):
-                    target = None
-                    if labels is not None:
-                        target = labels.at(last_frame_time(start, spec.frames, spec.fps))
-                        if target is None:
-                            unlabelled += 1
-                            continue
-                    encoded = [f.encoded(encode) for f in frames]
+                frames = edges.watch(itertools.islice(stream, seg.skip, None))
+                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
+                    start = seg.start + local_start
+                    target = target_at(start)
+                    if labels is not None and target is None:
+                        unlabelled += 1
+                        continue
+                    for f in window:
+                        if not f.is_encoded and seg.start + f.index >= counted_from:
+                            stats.add_frame(f.pixels)
+                    encoded = [f.encoded(codec.encode_frame) for f in window]
                     record = codec.serialize(
                         ref.video_id, start, start / spec.fps, encoded[:spec.frames],
                         target=target if job.target.task == "regression" else None,
@@ -154,21 +226,61 @@ def process_video(ref: VideoRef, job: VideoJob, scratch_dir: str
                 # At -loglevel error a clean decode prints nothing; a truncated file still exits 0.
                 partial = "ffmpeg reported: " + stream.stderr.strip().splitlines()[-1]
     except VideoError as e:
-        yield DeadLetter.of(ref, e)
-        return
+        error = DeadLetter.of(ref, e)
     except OSError as e:
-        yield DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
+        error = DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
+    owned = edges.count if seg.end is None else min(edges.count, seg.end - seg.start)
+    summary = stats.summary(ref.video_id, split, windows=written, frames_decoded=owned,
+                            unlabelled_windows=unlabelled, partial=partial)
+    yield SegmentResult(ref, seg.index, seg.count, seg.start, summary, error, edges.head, edges.tail)
+
+
+def finish_video(results: list[SegmentResult], job: VideoJob) -> Union[VideoSummary, DeadLetter]:
+    """Rejoins a video's segments: one VideoSummary when any wrote records, else one DeadLetter.
+
+    A segment that failed while others wrote records, or that does not continue the segment
+    before it (their shared frames differ), marks the video partial, as a decode error after
+    the first records does in a whole decode.
+    """
+    results = sorted(results, key=lambda r: r.index)
+    ref = results[0].ref
+    summary = merge_summaries([r.summary for r in results])
+    if not summary.windows:
+        errors = [r.error for r in results if r.error]
+        if errors:
+            return errors[0]
+        if summary.unlabelled_windows:
+            return DeadLetter(ref.path, ref.video_id, "labels", f"none of its {summary.unlabelled_windows} "
+                              "windows has a label at its last frame's time", "no_labelled_window")
+        return DeadLetter.of(ref, _too_short(summary.frames_decoded, job.spec, job.horizon))
+    problems = [r.summary.partial or (r.error.reason if r.error else "") for r in results]
+    if len(results) != results[0].count:
+        problems.append(f"{results[0].count - len(results)} of its {results[0].count} segments went missing")
+    problems += [boundary_problem(b.index, b.start, a.tail, b.head) for a, b in zip(results, results[1:])
+                 if not (a.error or b.error or a.summary.partial or b.summary.partial)]
+    return dataclasses.replace(summary, partial=next((p for p in problems if p), ""))
+
+
+def process_video(ref: VideoRef, job: VideoJob, scratch_dir: str
+                  ) -> Iterator[Union[tuple[str, bytes], VideoSummary, DeadLetter]]:
+    """Turns one video into serialized records, streaming, decoding it whole (one worker).
+
+    The label row is checked first (no decode for an unlabelled video), then the video is
+    decoded as by `process_segment`.
+
+    Yields:
+      (split, serialized record) per window as soon as it fills; then either one
+      VideoSummary (the video wrote records) or one DeadLetter (it wrote none).
+    """
+    dead = _label_check(ref, job)
+    if dead:
+        yield dead
         return
-    if not written:
-        if unlabelled:
-            yield DeadLetter(ref.path, ref.video_id, "labels",
-                             f"none of its {unlabelled} windows has a label at its last frame's time",
-                             "no_labelled_window")
+    for out in process_segment(Segment(ref), job, scratch_dir):
+        if isinstance(out, SegmentResult):
+            yield finish_video([out], job)
         else:
-            yield DeadLetter.of(ref, _too_short(stream.frames, spec, horizon))
-        return
-    yield stats.summary(ref.video_id, split, windows=written, frames_decoded=stream.frames,
-                        unlabelled_windows=unlabelled, partial=partial)
+            yield out
 
 
 class VideoWindow(NamedTuple):
@@ -190,8 +302,8 @@ class VideoWindow(NamedTuple):
 
 
 def video_windows(ref: VideoRef, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
-                  timeout: float = 600.0, scratch_dir: str = "/tmp",
-                  threads: int = 0) -> Iterator[Union[VideoWindow, DeadLetter]]:
+                  timeout: float = 600.0, scratch_dir: str = "/tmp", threads: int = 0,
+                  limits: Optional[ProbeLimits] = None) -> Iterator[Union[VideoWindow, DeadLetter]]:
     """Decodes one video into task-free windows of `spec` (no labels, no split, no encoding).
 
     The same probe, decode and ring buffer as ingest, so windows match ingest's pixel for
@@ -205,7 +317,7 @@ def video_windows(ref: VideoRef, spec: WindowSpec, resize: str = "stretch", hori
     n = 0
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _probe_and_stream(path, spec, resize, timeout, threads)
+            stream = _probe_and_stream(path, spec, resize, timeout, threads, limits)
             try:
                 for start, frames in iter_windows(stream, spec.frames, spec.stride, horizon):
                     pixels = np.stack([f.pixels for f in frames])

@@ -2,7 +2,8 @@
 
 Decode, windowing and encoding are one DoFn (`MakeRecords`): frames never become
 PCollection elements, because a stream of raw frames between stages would be materialised
-and each frame could no longer be encoded once for all the windows that share it.
+and each frame could no longer be encoded once for all the windows that share it. The unit
+of work is a segment: a whole video, or a time segment of a long one (pipelines/segments.py).
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from apache_beam.metrics import Metrics
 
 from pipelines.inputs import VideoRef
 from pipelines.output import SHARD_PREFIX, build_metadata, remove_beam_temp, write_metadata
-from pipelines.records import DeadLetter, VideoJob, process_video, video_windows
+from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_video, process_segment, \
+    video_windows
+from pipelines.segments import Segment
 from pipelines.stats import DatasetStats, VideoSummary
 from schemas.metadata import DEAD_LETTER_FILE
 from schemas.spec import TargetSpec, WindowSpec
 
 RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
+SEGMENT, PART = "segment", "part"
 Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
 
 
@@ -32,8 +36,8 @@ def _only(item: tuple, kind: str):
         yield item[1]
 
 
-def _split_by_kind(tagged, kinds: tuple[str, ...]) -> dict:
-    return {kind: tagged | f"Only[{kind}]" >> beam.FlatMap(_only, kind) for kind in kinds}
+def _split_by_kind(tagged, kinds: tuple[str, ...], stage: str = "") -> dict:
+    return {kind: tagged | f"{stage}Only[{kind}]" >> beam.FlatMap(_only, kind) for kind in kinds}
 
 
 class ReadVideos(beam.PTransform):
@@ -62,35 +66,75 @@ class _VideoFn(beam.DoFn):
         shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
 
 
+class _PlanFn(_VideoFn):
+    def __init__(self, job: VideoJob):
+        self.job = job
+
+    def setup(self):
+        super().setup()
+        self.split = Metrics.counter("clipforge", "videos_split")
+        self.segments = Metrics.counter("clipforge", "segments")
+
+    def process(self, ref: VideoRef):
+        for out in plan_video(ref, self.job):
+            if isinstance(out, Segment):
+                self.segments.inc()
+                if out.index == 1:
+                    self.split.inc()
+                yield SEGMENT, out
+            else:
+                self.dead.inc()
+                yield DEAD_LETTER, out
+
+
 class _MakeRecordsFn(_VideoFn):
     def __init__(self, job: VideoJob):
         self.job = job
 
     def setup(self):
         super().setup()
-        self.videos = Metrics.counter("clipforge", "videos_written")
         self.windows = Metrics.counter("clipforge", "windows_written")
         self.frames = Metrics.counter("clipforge", "frames_decoded")
-        self.partial = Metrics.counter("clipforge", "videos_partially_decoded")
 
-    def process(self, ref: VideoRef):
-        for out in process_video(ref, self.job, self.scratch):
-            if isinstance(out, tuple):
+    def process(self, seg: Segment):
+        for out in process_segment(seg, self.job, self.scratch):
+            if isinstance(out, SegmentResult):
+                self.frames.inc(out.summary.frames_decoded)
+                # keyed by bytes: Beam's coders encode str as strict UTF-8, which a non-UTF-8
+                # file name (surrogate escapes) is not
+                yield PART, (out.ref.video_id.encode("utf-8", "surrogateescape"), out)
+            else:
                 self.windows.inc()
                 yield RECORD, out
-            elif isinstance(out, VideoSummary):
-                self.videos.inc()
-                self.frames.inc(out.frames_decoded)
-                if out.partial:
-                    self.partial.inc()
-                yield SUMMARY, out
-            else:
-                self.dead.inc()
-                yield DEAD_LETTER, out
+
+
+class _FinishVideoFn(beam.DoFn):
+    def __init__(self, job: VideoJob):
+        self.job = job
+
+    def setup(self):
+        self.videos = Metrics.counter("clipforge", "videos_written")
+        self.partial = Metrics.counter("clipforge", "videos_partially_decoded")
+        self.dead = Metrics.counter("clipforge", "videos_dead_lettered")
+
+    def process(self, keyed):
+        out = finish_video(list(keyed[1]), self.job)
+        if isinstance(out, VideoSummary):
+            self.videos.inc()
+            if out.partial:
+                self.partial.inc()
+            yield SUMMARY, out
+        else:
+            self.dead.inc()
+            yield DEAD_LETTER, out
 
 
 class MakeRecords(beam.PTransform):
-    """Decodes each video and turns its windows into records, streaming (see `process_video`).
+    """Decodes each video and turns its windows into records, streaming (see `process_segment`).
+
+    Long local videos are planned as time segments (`plan_video`); segments are reshuffled
+    so that one video's segments decode on several workers, and their results are grouped
+    back per video into one summary or dead letter.
 
     Returns:
       {"records": PCollection[(split, bytes)], "summary": PCollection[VideoSummary],
@@ -102,8 +146,16 @@ class MakeRecords(beam.PTransform):
         self.job = job
 
     def expand(self, videos):
-        tagged = videos | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job))
-        out = _split_by_kind(tagged, (SUMMARY, DEAD_LETTER))
+        planned = _split_by_kind(videos | "PlanSegments" >> beam.ParDo(_PlanFn(self.job)), (SEGMENT, DEAD_LETTER),
+                                 "Planned")
+        tagged = (planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
+                  | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job)))
+        finished = (tagged | f"Only[{PART}]" >> beam.FlatMap(_only, PART).with_output_types(
+                        typing.Tuple[bytes, SegmentResult])
+                    | "GroupByVideo" >> beam.GroupByKey()
+                    | "FinishVideo" >> beam.ParDo(_FinishVideoFn(self.job)))
+        out = _split_by_kind(finished, (SUMMARY, DEAD_LETTER), "Finished")
+        out[DEAD_LETTER] = (planned[DEAD_LETTER], out[DEAD_LETTER]) | "AllVideoDeadLetters" >> beam.Flatten()
         out[RECORD] = tagged | f"Only[{RECORD}]" >> beam.FlatMap(_only, RECORD).with_output_types(Record)
         return out
 
