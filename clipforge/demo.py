@@ -32,12 +32,13 @@ PRESETS = {
         arch="conv3d",
         ingest=("--task", "regression", "--target-columns", "speed", "--frames", "6", "--stride", "3", *_WINDOWS),
         train=("--batch-size", "16", "--learning-rate", "0.001", "--set", "augment=none"), epochs=30),
-    # Direction is easy once frames are stacked as channels: the fastest model is enough.
+    # Direction is easy once frames are stacked as channels: the fastest model is enough; random
+    # crops (never flips: they would swap left and right) keep it from keying on backgrounds.
     "classification": Preset(
         arch="frames_as_channels",
         ingest=("--task", "classification", "--label-column", "direction", "--frames", "6", "--stride", "3",
                 *_WINDOWS),
-        train=("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=none"), epochs=30),
+        train=("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=crop"), epochs=30),
     "next_frame": Preset(
         arch="frames_as_channels",
         ingest=("--task", "next_frame", "--horizon", "1", "--frames", "4", "--stride", "2", *_WINDOWS),

@@ -11,8 +11,9 @@ from pipelines.config import SetupError
 # DirectRunner's own engine, the FnApiRunner, which honours --direct_num_workers and
 # --direct_running_mode. Ask for PrismRunner by name to get it.
 LOCAL_RUNNERS = (None, "direct", "directrunner")
-# Beam's DaskRunner, by any name it answers to: clipforge runs it with fixes (pipelines/dask_runner.py).
-DASK_RUNNERS = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner")
+# Beam's DaskRunner, by its full name or a short one: clipforge runs it with fixes (pipelines/dask_runner.py).
+BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+DASK_RUNNERS = ("dask", "daskrunner", BEAM_DASK_RUNNER.lower())
 
 
 def _stray(args: list[str]) -> list[str]:
@@ -42,8 +43,8 @@ def pipeline_options(args: list[str]) -> PipelineOptions:
     runner = options.view_as(StandardOptions).runner
     if runner and runner.lower() not in LOCAL_RUNNERS:
         from apache_beam.runners.runner import create_runner
-        try:
-            create_runner(runner)  # imports it, which also registers its own options
+        try:  # importing the runner also registers its own flags (e.g. --dask_client_address)
+            create_runner(BEAM_DASK_RUNNER if runner.lower() in DASK_RUNNERS else runner)
         except (ValueError, ImportError, AttributeError) as e:
             raise SetupError(f"--runner {runner}: {e}") from None
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))

@@ -104,7 +104,8 @@ def plan_segments(ref: VideoRef, duration: Optional[float], time_base: Optional[
     the stride; where the two grids meet often enough the starts are on both, otherwise the
     frames between the seek point and a start are decoded and skipped. Each seek is followed
     by a lead of decoded-and-dropped seconds (see LEAD_SECONDS) when that lead is short next
-    to a segment.
+    to a segment. A video whose exact seek points are more than half a segment apart (odd
+    frame rates and time bases) is not split.
 
     Args:
       ref: the video.
@@ -122,6 +123,8 @@ def plan_segments(ref: VideoRef, duration: Optional[float], time_base: Optional[
         return whole
     fps = fps_fraction(spec.fps)
     grid = seek_grid(fps, time_base)
+    if grid > segment_seconds / 2:
+        return whole
     grid_ticks = int(grid * fps)
     span = spec.frames + horizon
     unit = math.lcm(spec.stride, grid_ticks)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.export import (EXAMPLES_SIGNATURE, KERAS_FILE, MODEL_CARD_FILE, PREDICTION,
@@ -44,6 +45,14 @@ def _test_records(data_dir):
     return records, frames
 
 
+def _without_target(record: bytes) -> bytes:
+    """The same record with only the window (what a prediction job sends)."""
+    f = ex.parse_example(record)
+    return ex.serialize_example({
+        fk.VIDEO_ID: ex.bytes_feature(f[fk.VIDEO_ID]), fk.START_FRAME: ex.int64_feature(f[fk.START_FRAME]),
+        fk.START_TIME: ex.float_feature(f[fk.START_TIME]), fk.FRAMES: ex.bytes_feature(f[fk.FRAMES])})
+
+
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
@@ -69,6 +78,9 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     tol = dict(rtol=1e-4, atol=1e-3 if task == "next_frame" else 1e-5)
     np.testing.assert_allclose(by_frames.numpy(), expected, **tol)
     np.testing.assert_allclose(by_examples.numpy(), expected, **tol)
+    unlabelled = loaded.signatures[EXAMPLES_SIGNATURE](
+        examples=tf.constant([_without_target(records[0])]))[PREDICTION]
+    np.testing.assert_allclose(unlabelled.numpy(), expected[:1], **tol)
     if task == "classification":
         np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
 

@@ -1,8 +1,8 @@
 """`clipforge train` end to end: CLI errors, NaN, corrupt shards, offline ImageNet, tf.distribute, resume."""
 import csv
-import re
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,7 +160,7 @@ def test_mirrored_over_two_cpus_matches_default(data, tmp_path):
 
 def test_killed_run_resumes_from_backup(data, tmp_path):
     workdir = str(tmp_path / "w")
-    cmd = _train_cmd(data["regression"], workdir, "--arch", "conv3d", "--epochs", "12",
+    cmd = _train_cmd(data["regression"], workdir, "--arch", "conv3d", "--epochs", "8",
                      "--batch-size", "4", *TINY)
     state = os.path.join(workdir, "backup", "training_metadata.json")
     first = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -181,20 +181,21 @@ def test_killed_run_resumes_from_backup(data, tmp_path):
         first.wait()
     assert not os.path.exists(os.path.join(workdir, "export"))
     backed_up = json.load(open(state))["epoch"]
-    assert 2 <= backed_up < 12
+    assert 2 <= backed_up < 8
 
     second = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming from backup at epoch {backed_up}" in second.stdout
-    assert f"Epoch {backed_up + 1}/12" in second.stdout and "Epoch 1/12" not in second.stdout
-    assert f"done: 12 epochs (resumed at epoch {backed_up})" in second.stdout
+    assert f"Epoch {backed_up + 1}/8" in second.stdout and "Epoch 1/8" not in second.stdout
+    assert f"done: 8 epochs (resumed at epoch {backed_up})" in second.stdout
     with open(os.path.join(workdir, "training_log.csv")) as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert epochs[-(12 - backed_up):] == list(range(backed_up, 12))
+    assert epochs[-(8 - backed_up):] == list(range(backed_up, 8))
     assert os.path.exists(os.path.join(workdir, "export", "saved_model.pb"))
     assert not os.path.exists(os.path.join(workdir, "backup"))  # removed once training finished
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # the refused, mismatched load
 def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path):
     import keras
     from schemas.export import KERAS_FILE
@@ -230,3 +231,23 @@ def test_shard_shorter_than_metadata_says_is_named(tmp_path, capsys):
               "--epochs", "1", "--batch-size", "1", *TINY])
     err = capsys.readouterr().err
     assert rc == 1 and f"{short}: holds {len(records) - 1} records, metadata.json says {len(records)}" in err
+
+
+def test_failed_export_leaves_the_previous_export_intact(data, tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.export import export_model
+    from trainer.heads import build_model
+    meta = DatasetMetadata.load(data["regression"])
+    model = build_model(meta, TrainConfig(data="d", workdir="w", arch="frames_as_channels",
+                                          filters=(4,), units=8))
+    target = str(tmp_path / "export")
+    export_model(model, meta, data["regression"], target, {"run": 1})
+    before = {f: open(os.path.join(target, f), "rb").read()
+              for f in ("saved_model.pb", "model_card.json", "metadata.json")}
+    # The second export fails half-way: its SavedModel is written, then metadata.json cannot
+    # be copied from a dataset directory that lacks it.
+    with pytest.raises(FileNotFoundError):
+        export_model(model, meta, str(tmp_path / "no_dataset_here"), target, {"run": 2})
+    after = {f: open(os.path.join(target, f), "rb").read() for f in before}
+    assert after == before and json.loads(after["model_card.json"]) == {"run": 1}
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary folder left behind

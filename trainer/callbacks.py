@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -55,13 +56,31 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         try:
-            super().on_train_begin(logs)
+            try:
+                self._load_model()
+            except OSError as e:
+                if not os.path.exists(self._prev_weights_path):
+                    raise
+                # BackupAndRestore falls back on its own, silently; say so, and from which epoch.
+                self.log(f"the latest backup in {self.backup_dir} is unreadable "
+                         f"({str(e).splitlines()[0][:200]}); falling back to the previous backup "
+                         f"(epoch {_backup_epoch(self._prev_training_metadata_path)})")
+                super().on_train_begin(logs)
         except (OSError, ValueError) as e:
             raise TrainerError(f"cannot restore the backup in {self.backup_dir}: {e}. Delete that "
                                f"folder to start this run from scratch.") from None
         self.resumed_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
         if self.resumed_epoch:
             self.log(f"resuming from backup at epoch {self.resumed_epoch} ({self.backup_dir})")
+
+
+def _backup_epoch(metadata_path: str) -> str:
+    """The epoch a BackupAndRestore metadata file records, or "unknown"."""
+    try:
+        with open(metadata_path, encoding="utf-8") as f:
+            return str(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -6,7 +6,7 @@ import os
 import sys
 
 from schemas.configs import ConfigError
-from schemas.metadata import MissingMetadataError
+from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import SpecError
 from trainer import TrainerError
 from trainer.archs import ARCHS
@@ -63,7 +63,8 @@ def run(argv: list[str]) -> int:
     try:
         from trainer.config import load_config
         cfg = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, args.config, args.overrides)
-        from trainer.train import train  # TensorFlow starts here, after the config is known good
+        DatasetMetadata.load(cfg.data)  # a wrong --data fails here, before TensorFlow starts
+        from trainer.train import train
         result = train(cfg)
     except (ConfigError, SpecError, MissingMetadataError) as e:
         print(f"clipforge train: error: {e}", file=sys.stderr)

@@ -77,11 +77,12 @@ class TrainResult:
                 f"export: {self.export_dir or 'none (not the chief worker)'}")
 
 
-def select_strategy(name: str) -> tf.distribute.Strategy:
+def select_strategy(name: str, collective_timeout: float = 0.0) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over local GPUs when there are several, else the default strategy.
 
     mirrored: all local GPUs, or all logical CPU devices when there is no GPU.
-    multiworker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    multiworker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG; a collective that
+      waits longer than `collective_timeout` seconds (0: no limit) for another worker fails.
     """
     if name == "multiworker":
         raw = os.environ.get("TF_CONFIG", "")
@@ -94,7 +95,11 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
             raise ConfigError(f"strategy=multiworker needs TF_CONFIG with 'cluster' and 'task' "
                               f"(JSON), got {raw[:200]!r}")
         # Nothing may touch the TF runtime before this: collectives are configured at start-up.
-        return _MultiWorkerStrategy()
+        # A killed peer is noticed by the strategy's health check (connection refused); the
+        # timeout also bounds the wait on a peer that hangs or is cut off without dying.
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout or None)
+        return _MultiWorkerStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -213,7 +218,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     if steps < 1:
         raise ConfigError(f"train config: batch_size={cfg.batch_size} is larger than the "
                           f"{n_train} windows of split {cfg.train_split!r}")
-    strategy = select_strategy(cfg.strategy)  # before any other TF op: multi-worker needs that
+    strategy = select_strategy(cfg.strategy, cfg.collective_timeout)  # before any other TF op: multi-worker needs that
     role = worker_role(strategy)
     policy = configure_runtime(cfg)
     paths = RunPaths(cfg.workdir if role.is_chief else os.path.join(cfg.workdir, "workers", role.name))
@@ -224,33 +229,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
 
     with strategy.scope():
-        model = build_model(meta, cfg)
-        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps * cfg.epochs)
-        model.compile(optimizer=keras.optimizers.Adam(schedule, weight_decay=cfg.weight_decay or None),
-                      loss=task_loss(task, cfg.task_loss(task), meta.stats, cfg.ssim_weight),
-                      metrics=task_metrics(task), jit_compile=bool(cfg.jit))
-        if cfg.warm_start:
-            warm_start(model, cfg.warm_start, log)
-        # Creating the optimizer's slots now, not inside the first traced step, spares the
-        # train function a second trace (tf.function retraces after creating variables).
-        model.optimizer.build(model.trainable_variables)
-
-    def dataset(split, training):
-        ds = make_dataset(cfg.data, meta, split, cfg.batch_size, training, seed=cfg.seed,
-                          shuffle_buffer=cfg.shuffle_buffer,
-                          augment=cfg.augmentations(task) if training else (),
-                          num_workers=role.num_workers, worker_index=role.index, deterministic=True,
-                          pixel_dtype=tf.int32 if role.num_workers > 1 else tf.uint8)
-        if role.num_workers == 1:
-            # Known length: Keras shows progress, and a shard holding fewer records than
-            # metadata.json says fails loudly instead of silently shortening the epoch.
-            n = meta.num_windows(split)
-            ds = ds.apply(tf.data.experimental.assert_cardinality(
-                n // cfg.batch_size if training else -(-n // cfg.batch_size)))
-        return ds
-
-    train_ds = dataset(cfg.train_split, True)
-    val_ds = dataset(val_split, False) if val_split else None
+        model = compile_model(meta, cfg, steps * cfg.epochs, log)
+    train_ds = split_dataset(cfg, meta, cfg.train_split, True, role)
+    val_ds = split_dataset(cfg, meta, val_split, False, role) if val_split else None
     resuming = os.path.exists(os.path.join(paths.backup, "training_metadata.json"))
     if not resuming and os.path.exists(paths.best_weights):
         os.remove(paths.best_weights)  # an earlier run's best must not be exported for this one
@@ -261,6 +242,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                             class_weight=class_weights(meta, cfg.class_weights), shuffle=False,
                             verbose=2)  # shuffle=False: the dataset shuffles itself
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError) as e:
+        if role.num_workers == 1:
+            raise
+        # A worker died or stopped answering: every other worker fails instead of hanging.
+        raise TrainerError(f"multi-worker training lost contact with another worker "
+                           f"({type(e).__name__}: {_first_line(e)}); restart every worker with "
+                           f"the same command to resume from {paths.backup}") from None
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
             tf.errors.FailedPreconditionError, tf.errors.NotFoundError) as e:
         explained = _explain_input_error(e, cfg, meta, [cfg.train_split] + [val_split] * bool(val_split))
@@ -274,8 +263,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
 
     if os.path.exists(paths.best_weights):
         model.load_weights(paths.best_weights)  # export the best epoch, not the last
-    final = model.evaluate(val_ds if val_ds is not None else dataset(cfg.train_split, False),
-                           return_dict=True, verbose=0)
+    eval_ds = val_ds if val_ds is not None else split_dataset(cfg, meta, cfg.train_split, False, role)
+    final = model.evaluate(eval_ds, return_dict=True, verbose=0)
     final = {k: float(v) for k, v in final.items()}
     timer = next(c for c in callbacks if isinstance(c, EpochTimer))
     backup = next(c for c in callbacks if isinstance(c, ResumableBackup))
@@ -290,12 +279,50 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     card = model_card(cfg, meta, model, result, strategy, policy, val_split)
     # Every worker runs the export (saving reads distributed variables collectively);
     # only the chief's copy lands in WORKDIR/export.
-    export_model(model, meta, cfg.data, paths.export, card)
+    try:
+        export_model(model, meta, cfg.data, paths.export, card)
+    except (OSError, tf.errors.OpError) as e:  # e.g. a full disk; an earlier export stays
+        raise TrainerError(f"export to {paths.export} failed ({_first_line(e)}); an earlier "
+                           f"export there, if any, is unchanged") from None
     if role.is_chief:
         result.export_dir = paths.export
     else:
         shutil.rmtree(paths.export, ignore_errors=True)
     return result
+
+
+def compile_model(meta: DatasetMetadata, cfg: TrainConfig, total_steps: int,
+                  log: Callable[[str], None]) -> keras.Model:
+    """Builds and compiles the task model (call inside the strategy's scope)."""
+    task = meta.target.task
+    model = build_model(meta, cfg)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total_steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, weight_decay=cfg.weight_decay or None),
+                  loss=task_loss(task, cfg.task_loss(task), meta.stats, cfg.ssim_weight),
+                  metrics=task_metrics(task), jit_compile=bool(cfg.jit))
+    if cfg.warm_start:
+        warm_start(model, cfg.warm_start, log)
+    # Creating the optimizer's slots now, not inside the first traced step, spares the train
+    # function a second trace (tf.function traces again after creating variables).
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def split_dataset(cfg: TrainConfig, meta: DatasetMetadata, split: str, training: bool,
+                  role: WorkerRole) -> tf.data.Dataset:
+    """The input pipeline of one split for this worker."""
+    ds = make_dataset(cfg.data, meta, split, cfg.batch_size, training, seed=cfg.seed,
+                      shuffle_buffer=cfg.shuffle_buffer,
+                      augment=cfg.augmentations(meta.target.task) if training else (),
+                      num_workers=role.num_workers, worker_index=role.index,
+                      pixel_dtype=tf.int32 if role.num_workers > 1 else tf.uint8)
+    if role.num_workers == 1:
+        # A known length: Keras shows progress, and shards holding fewer records than
+        # metadata.json says fail loudly instead of silently shortening every epoch.
+        n = meta.num_windows(split)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(
+            n // cfg.batch_size if training else -(-n // cfg.batch_size)))
+    return ds
 
 
 def warm_start(model: keras.Model, path: str, log: Callable[[str], None]) -> None:
@@ -338,6 +365,12 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
         "keras_version": keras.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _first_line(error: Exception) -> str:
+    """The first non-empty line of a TensorFlow error's message (they run to pages)."""
+    lines = [line for line in str(getattr(error, "message", error)).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
 
 
 def _explain_input_error(error, cfg: TrainConfig, meta: DatasetMetadata, splits) -> Exception:
