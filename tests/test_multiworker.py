@@ -126,4 +126,5 @@ def test_killed_worker_fails_the_other_cleanly(dataset, tmp_path):
     assert "restart every worker with the same command" in chief and "Traceback" not in chief
     assert not os.path.exists(os.path.join(workdir, "export"))
     print(f"chief exited {code} {waited:.1f} s after its peer was killed")
+    print(chief.strip().splitlines()[-1])
     assert waited < 60

@@ -53,6 +53,8 @@ class TrainConfig:
       backbone_weights: pretrained_2p5d: imagenet | none | PATH to a weights file.
       freeze_backbone: pretrained_2p5d: keep the backbone's weights fixed.
       temporal: pretrained_2p5d: conv3d | gru over the per-frame backbone features.
+      collective_timeout: multiworker: seconds a collective op waits for the other workers before
+        the run fails (a dead or preempted peer); 0 leaves TensorFlow's default (no limit).
       warm_start: a .keras or .weights.h5 file of the same architecture and window spec to start
         from (e.g. the blessed model's model.keras); empty for a fresh start.
       collective_timeout: multiworker: seconds one cross-worker collective may wait for the
@@ -89,6 +91,7 @@ class TrainConfig:
     backbone_weights: str = "imagenet"
     freeze_backbone: bool = False
     temporal: str = "conv3d"
+    collective_timeout: float = 0.0
     warm_start: str = ""
     collective_timeout: float = 600.0
 
@@ -125,6 +128,8 @@ class TrainConfig:
         weights = self.backbone_weights
         _need(weights in ("imagenet", "none") or os.path.isfile(weights), "backbone_weights", weights,
               "imagenet | none | the path of an existing weights file")
+        _need(self.collective_timeout >= 0, "collective_timeout", self.collective_timeout,
+              "a number of seconds >= 0 (0: no limit)")
         _need(not self.warm_start or (os.path.isfile(self.warm_start) and self.warm_start.endswith(
             (".keras", ".weights.h5"))), "warm_start", self.warm_start,
             "empty or an existing .keras / .weights.h5 file")

@@ -24,6 +24,11 @@ from trainer.input import ShardError, count_mismatches, find_bad_shards, make_da
 from trainer.losses import PRIMARY_METRIC, task_loss, task_metrics
 
 VAL_SPLIT_NAMES = ("validation", "val", "valid", "eval")
+# What a collective op raises when a peer worker died, was preempted or timed out.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
+INPUT_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                tf.errors.FailedPreconditionError, tf.errors.NotFoundError)
 
 
 @dataclasses.dataclass
@@ -242,16 +247,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                             class_weight=class_weights(meta, cfg.class_weights), shuffle=False,
                             verbose=2)  # shuffle=False: the dataset shuffles itself
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError) as e:
+    except PEER_ERRORS as e:
         if role.num_workers == 1:
             raise
-        # A worker died or stopped answering: every other worker fails instead of hanging.
-        raise TrainerError(f"multi-worker training lost contact with another worker "
-                           f"({type(e).__name__}: {_first_line(e)}); restart every worker with "
-                           f"the same command to resume from {paths.backup}") from None
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
-            tf.errors.FailedPreconditionError, tf.errors.NotFoundError) as e:
+        raise _lost_peer(e, cfg) from None
+    except INPUT_ERRORS as e:
         explained = _explain_input_error(e, cfg, meta, [cfg.train_split] + [val_split] * bool(val_split))
         if explained is e:
             raise
@@ -371,6 +371,15 @@ def _first_line(error: Exception) -> str:
     """The first non-empty line of a TensorFlow error's message (they run to pages)."""
     lines = [line for line in str(getattr(error, "message", error)).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(error).__name__
+
+
+def _lost_peer(error, cfg: TrainConfig) -> TrainerError:
+    """The message for a multi-worker run whose collective ops lost a peer."""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return TrainerError(
+        f"multi-worker training lost contact with another worker ({type(error).__name__}: "
+        f"{first[:300]}). Check that every worker in TF_CONFIG is running, then restart every "
+        f"worker with the same command: they resume from the last backup in {cfg.workdir}/backup.")
 
 
 def _explain_input_error(error, cfg: TrainConfig, meta: DatasetMetadata, splits) -> Exception:
