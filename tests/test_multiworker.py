@@ -1,4 +1,4 @@
-"""`clipforge train --strategy multiworker`: two local CPU workers from TF_CONFIG, chief-only export, a killed peer."""
+"""--strategy multiworker: two local CPU workers from TF_CONFIG, chief-only export, a lost peer."""
 import csv
 import json
 import os
@@ -122,7 +122,7 @@ def test_killed_worker_fails_the_other_cleanly(dataset, tmp_path):
         stop(procs)
     chief = read_log(tmp_path, 0)
     assert code == 1, chief[-3000:]
-    assert "clipforge train: failed: multi-worker training lost contact with another worker" in chief
+    assert "failed: multi-worker training lost contact with another worker" in chief
     assert "restart every worker with the same command" in chief and "Traceback" not in chief
     assert not os.path.exists(os.path.join(workdir, "export"))
     print(f"chief exited {code} {waited:.1f} s after its peer was killed")

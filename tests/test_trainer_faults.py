@@ -1,4 +1,4 @@
-"""Training faults: a corrupted latest backup falls back to the previous one; a failed export keeps the good one."""
+"""Training faults: corrupt latest backup -> the previous one; a failed export keeps the old."""
 import json
 import os
 import resource
@@ -53,7 +53,7 @@ def test_corrupted_latest_backup_falls_back_to_the_previous_one(dataset, tmp_pat
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.02)
-        assert first.poll() is None, f"run ended before it could be killed: {first.stderr.read()[-2000:]}"
+        assert first.poll() is None, f"ended before the kill: {first.stderr.read()[-2000:]}"
         first.send_signal(signal.SIGKILL)
     finally:
         first.kill()
@@ -68,7 +68,8 @@ def test_corrupted_latest_backup_falls_back_to_the_previous_one(dataset, tmp_pat
     second = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (f"the latest backup in {backup} is unreadable" in second.stdout
-            and f"falling back to the previous backup (epoch {kept})" in second.stdout), second.stdout
+            and f"falling back to the previous backup (epoch {kept})" in second.stdout), \
+        second.stdout
     assert f"resuming from backup at epoch {kept}" in second.stdout
     assert f"Epoch {kept + 1}/8" in second.stdout and "Epoch 1/8" not in second.stdout
     assert f"done: 8 epochs (resumed at epoch {kept})" in second.stdout
@@ -107,6 +108,7 @@ def test_failed_export_never_replaces_a_good_export(dataset, tmp_path):
     assert "Traceback" not in bad.stderr and "Epoch 2/2" in bad.stdout  # training did finish
     assert _snapshot(export) == before  # byte for byte, every file
     assert sorted(n for n in os.listdir(workdir) if n.startswith(".export")) == []
-    assert os.path.getsize(os.path.join(workdir, "checkpoints", "best.weights.h5")) < FILE_SIZE_LIMIT
+    best = os.path.join(workdir, "checkpoints", "best.weights.h5")
+    assert os.path.getsize(best) < FILE_SIZE_LIMIT
     print(f"export failed after training; {len(before)} files of the good export unchanged")
     print(bad.stderr.strip().splitlines()[-1])

@@ -57,8 +57,6 @@ class TrainConfig:
         the run fails (a dead or preempted peer); 0 leaves TensorFlow's default (no limit).
       warm_start: a .keras or .weights.h5 file of the same architecture and window spec to start
         from (e.g. the blessed model's model.keras); empty for a fresh start.
-      collective_timeout: multiworker: seconds one cross-worker collective may wait for the
-        other workers before the run fails (a hung or partitioned worker); 0 waits forever.
     """
 
     data: str = ""
@@ -93,7 +91,6 @@ class TrainConfig:
     temporal: str = "conv3d"
     collective_timeout: float = 0.0
     warm_start: str = ""
-    collective_timeout: float = 600.0
 
     def validate(self) -> "TrainConfig":
         """Checks every field that does not need the dataset; raises ConfigError naming it."""
@@ -116,8 +113,6 @@ class TrainConfig:
         self.augmentations("regression")  # checks the names
         _need(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "filters", self.filters,
               "a non-empty list of integers >= 1, e.g. 16,32,64")
-        _need(math.isfinite(self.collective_timeout) and self.collective_timeout >= 0,
-              "collective_timeout", self.collective_timeout, "a number of seconds >= 0")
         _need(self.units >= 1, "units", self.units, "an integer >= 1")
         _need(0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
         _need(self.rnn in ("lstm", "gru"), "rnn", self.rnn, "lstm | gru")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from typing import Callable, Optional
@@ -375,10 +376,11 @@ def _first_line(error: Exception) -> str:
 
 def _lost_peer(error, cfg: TrainConfig) -> TrainerError:
     """The message for a multi-worker run whose collective ops lost a peer."""
-    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    detail = " ".join(line.strip() for line in re.sub(r"\{\{.*?\}\}", "", str(error)).splitlines()
+                      if line.strip() and not line.strip().startswith(("[[", "Detected at")))
     return TrainerError(
         f"multi-worker training lost contact with another worker ({type(error).__name__}: "
-        f"{first[:300]}). Check that every worker in TF_CONFIG is running, then restart every "
+        f"{detail[:300]}). Check that every worker in TF_CONFIG is running, then restart every "
         f"worker with the same command: they resume from the last backup in {cfg.workdir}/backup.")
 
 
