@@ -21,11 +21,20 @@ FILTER = "fps=25,scale=112:112,format=gray"
 
 
 def make_clip(path: str, seconds: float) -> None:
-    """A 640x272 H.264 clip with real texture and motion (mandelbrot zoom + testsrc overlay)."""
+    """A 640x272 H.264 clip with real texture and motion (a mandelbrot zoom).
+
+    The lavfi mandelbrot source is slow to render, so 10 s are rendered once and longer clips
+    repeat them with a stream copy (no re-encode).
+    """
     w, h, fps = CLIP["width"], CLIP["height"], CLIP["fps"]
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"mandelbrot=size={w}x{h}:rate={fps}", "-t", str(seconds),
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", path], check=True)
+    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "mandelbrot_10s.mp4")
+    if not os.path.exists(base):
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"mandelbrot=size={w}x{h}:rate={fps}", "-t", "10", "-c:v", "libx264",
+                        "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p", base], check=True)
+    loops = max(0, int(round(seconds / 10)) - 1)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", str(loops), "-i", base,
+                    "-t", str(seconds), "-c", "copy", path], check=True)
 
 
 def ffmpeg_limit(paths: list[str]) -> tuple[float, int]:

@@ -77,3 +77,9 @@ def local_runner(options: PipelineOptions | None = None):
     encoded = JobServiceHandle.encode_pipeline_options((options or PipelineOptions([])).get_all_options())
     info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=info)
+
+
+def is_template_launch(options: PipelineOptions) -> bool:
+    """True when the run only stages a Dataflow template (--template_location): nothing ran yet."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    return bool(options.view_as(GoogleCloudOptions).template_location)

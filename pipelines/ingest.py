@@ -9,7 +9,7 @@ import time
 import apache_beam as beam
 
 from pipelines import output as out_dir
-from pipelines.beam_options import create_pipeline, pipeline_options
+from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import IngestConfig, SetupError, parse_config
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.labels import load_labels
@@ -168,6 +168,9 @@ def run(argv: list[str]) -> int:
     try:
         with create_pipeline(options) as p:
             build_pipeline(p, plan)
+        if is_template_launch(options):  # a Flex Template launch: the job runs later, on Dataflow
+            print(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
+            return 0
         out_dir.publish(plan.staging)
     except BaseException:
         out_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished

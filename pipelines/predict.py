@@ -17,9 +17,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from pipelines import output as out_dir
-from pipelines.beam_options import create_pipeline, pipeline_options
+from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import SetupError
 from pipelines.inputs import list_videos, split_duplicates
+from pipelines.probe import ProbeLimits
 from pipelines.records import VideoWindow
 from pipelines.transforms import DEAD_LETTER, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
 from schemas.export import PREDICTION, SERVING_SIGNATURE, load_export_metadata
@@ -197,6 +198,14 @@ class WritePredictions(beam.PTransform):
                     f"{self.output_dir}/{VIDEOS_FILE}", video_schema(target), num_shards=1, shard_name_template=""))
 
 
+def limits_of(config: dict) -> ProbeLimits:
+    """The --formats/--max-pixels/--max-duration the model's dataset was ingested with."""
+    default = ProbeLimits()
+    return ProbeLimits(formats=tuple(config.get("formats") or default.formats),
+                       max_pixels=int(config.get("max_pixels") or default.max_pixels),
+                       max_duration=float(config.get("max_duration") or default.max_duration))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clipforge predict",
@@ -231,16 +240,21 @@ def run(argv: list[str]) -> int:
         print(f"clipforge predict: error: {e}", file=sys.stderr)
         return 2
     target, resize = meta.target, meta.config.get("resize", "stretch")
+    limits = limits_of(meta.config)
     horizon = target.horizon if target.task == "next_frame" else 0
     print(f"predict: {len(videos)} video(s) with {card.get('architecture', '?')} ({target.task}); "
           f"windows of {meta.spec.frames} frames at {meta.spec.fps} fps, {meta.spec.height}x{meta.spec.width}")
     try:
         with create_pipeline(options) as p:
             decoded = (p | "ReadVideos" >> ReadVideos(videos)
-                       | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout))
+                       | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
+                                                          limits=limits))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size)
             _ = rows | "Write" >> WritePredictions(staging.work, target)
             _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)
+        if is_template_launch(options):
+            print(f"predict: job submitted; {args.output} fills in when it finishes")
+            return 0
         out_dir.publish(staging)
     except BaseException:
         out_dir.discard(staging)

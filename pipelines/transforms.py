@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import typing
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -19,6 +20,7 @@ from pipelines.inputs import VideoRef
 from pipelines.output import SHARD_PREFIX, build_metadata, remove_beam_temp, write_metadata
 from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_video, process_segment, \
     video_windows
+from pipelines.probe import ProbeLimits
 from pipelines.segments import Segment
 from pipelines.stats import DatasetStats, VideoSummary
 from schemas.metadata import DEAD_LETTER_FILE
@@ -161,12 +163,14 @@ class MakeRecords(beam.PTransform):
 
 
 class _DecodeWindowsFn(_VideoFn):
-    def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int):
+    def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
+                 limits: Optional[ProbeLimits]):
         self.args = (spec, resize, horizon, timeout)
-        self.threads = threads
+        self.threads, self.limits = threads, limits
 
     def process(self, ref: VideoRef):
-        for out in video_windows(ref, *self.args, scratch_dir=self.scratch, threads=self.threads):
+        for out in video_windows(ref, *self.args, scratch_dir=self.scratch, threads=self.threads,
+                                 limits=self.limits):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
@@ -183,15 +187,16 @@ class DecodeWindows(beam.PTransform):
       horizon: frames after each window to carry as `next_frames` (0: none).
       timeout: wall-clock seconds for probing and decoding one video.
       threads: ffmpeg decoder threads (0 = ffmpeg decides).
+      limits: formats, pixel and duration limits checked before decoding (None: the defaults).
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
     """
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
-                 timeout: float = 600.0, threads: int = 0):
+                 timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None):
         super().__init__()
-        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads)
+        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits)
 
     def expand(self, videos):
         return _split_by_kind(videos | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))

@@ -115,3 +115,10 @@ def test_predict_setup_errors_exit_2(tmp_path, capsys):
     assert predict.run(["--model", str(tmp_path / "nope"), "--input", str(tmp_path), "--output",
                         str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_predict_applies_the_limits_the_model_was_ingested_with():
+    limits = predict.limits_of({"formats": ["mp4"], "max_pixels": 1000, "max_duration": 5})
+    assert (limits.formats, limits.max_pixels, limits.max_duration) == (("mp4",), 1000, 5.0)
+    default = predict.limits_of({})
+    assert "matroska" in default.formats and "hls" not in default.formats
