@@ -8,7 +8,9 @@ of work is a segment: a whole video, or a time segment of a long one (pipelines/
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
+import time
 import typing
 from typing import Optional
 
@@ -99,14 +101,21 @@ class _MakeRecordsFn(_VideoFn):
         self.frames = Metrics.counter("clipforge", "frames_decoded")
 
     def process(self, seg: Segment):
+        start, windows = time.time(), 0
         for out in process_segment(seg, self.job, self.scratch):
             if isinstance(out, SegmentResult):
                 self.frames.inc(out.summary.frames_decoded)
+                # one progress line per video (or segment), as it finishes, on the worker's stderr
+                part = f" [segment {seg.index + 1}/{seg.count}]" if seg.count > 1 else ""
+                print(f"ingest: {out.ref.video_id}{part}: {windows} windows from "
+                      f"{out.summary.frames_decoded} frames in {time.time() - start:.1f}s",
+                      file=sys.stderr, flush=True)
                 # keyed by bytes: Beam's coders encode str as strict UTF-8, which a non-UTF-8
                 # file name (surrogate escapes) is not
                 yield PART, (out.ref.video_id.encode("utf-8", "surrogateescape"), out)
             else:
                 self.windows.inc()
+                windows += 1
                 yield RECORD, out
 
 

@@ -295,3 +295,16 @@ def test_fingerprint_is_known_before_the_run_and_tracks_inputs_and_settings(regr
         assert dataset_fingerprint(argv) != DatasetMetadata.load(out).fingerprint
     finally:
         os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_progress_line_per_video(tmp_path, capsys):
+    from pipelines import ingest
+    from tests.videos import make_video
+    src = tmp_path / "in"
+    src.mkdir()
+    make_video(str(src / "a.mkv"), frames=10, fps=10)
+    assert ingest.run(["--input", str(src), "--output", str(tmp_path / "out"), "--task", "next_frame",
+                       "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]) == 0
+    err = capsys.readouterr().err
+    # frames 0..9, T=4 plus 1 next frame: windows start at 0, 2, 4
+    assert "ingest: a.mkv: 3 windows from 10 frames in" in err
