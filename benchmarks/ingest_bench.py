@@ -1,6 +1,7 @@
 """Ingest benchmarks: throughput against bare ffmpeg, worker scaling, peak RSS vs length, storage."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,11 +61,9 @@ def run_ingest(inputs: str, out: str, extra: list[str], stride: int = 8) -> tupl
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):  # a child exited between listing and reading
             tree = [root, *root.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
         time.sleep(0.02)
     wall = time.time() - start
     if proc.returncode:

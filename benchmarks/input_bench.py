@@ -38,8 +38,7 @@ def run(workdir: str, batch: int = 16, epochs: int = 3) -> dict:
         return make_dataset(data, meta, "train", batch, training=True)
 
     # 1. the input alone: decode + shuffle + batch, one full pass after a warm-up pass
-    for _ in shards():
-        pass
+    warm = sum(1 for _ in shards())
     start = time.perf_counter()
     seen = sum(int(x.shape[0]) for x, _ in shards())
     input_wps = seen / (time.perf_counter() - start)
@@ -60,6 +59,7 @@ def run(workdir: str, batch: int = 16, epochs: int = 3) -> dict:
         model.fit(make(), epochs=epochs, verbose=0, callbacks=[cb])
         # epoch 1 traces the graph; the fastest later epoch is the steady state
         times[name] = min(b - a for a, b in zip(stamps, stamps[1:]))
+    assert warm == n // batch, f"{warm} batches from {n} windows"
     return {"train_windows": n, "batch": batch, "input_windows_per_s": round(input_wps, 1),
             "epoch_s_from_shards": round(times["shards"], 2), "epoch_s_from_memory": round(times["memory"], 2),
             "input_bound_ratio": round(times["shards"] / times["memory"], 3)}

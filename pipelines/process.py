@@ -1,6 +1,7 @@
 """A guarded ffmpeg/ffprobe child: argument list, no stdin, stderr drained, timeout, group kill."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -61,10 +62,9 @@ class ToolProcess:
         self._reap_lock = threading.Lock()  # a group is never signalled after its leader is reaped
         self.proc = subprocess.Popen([*die_with_parent_prefix(), *self.args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
+        # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default pipe size
+        with contextlib.suppress(AttributeError, OSError):
             fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
-            pass
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         self._timer = None
@@ -110,10 +110,8 @@ class ToolProcess:
 
     def _kill_group(self) -> None:
         if self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def stderr_tail(self) -> str:
         """The last <= 1 KB of stderr, decoded leniently (ffmpeg echoes raw file names)."""
@@ -134,10 +132,9 @@ class ToolProcess:
         """
         if wait and self.proc.returncode is None:
             if hasattr(os, "waitid"):
-                try:  # wait without reaping: the group id stays reserved for the kill below
+                # wait without reaping: the group id stays reserved for the kill below
+                with contextlib.suppress(ChildProcessError):
                     os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
-                except ChildProcessError:
-                    pass
             else:
                 self.proc.wait()
         if self._timer is not None:

@@ -99,7 +99,7 @@ def test_overlapping_run_exits_with_a_clear_message_and_stale_lock_is_taken_over
     with run_lock(root):
         with pytest.raises(LockHeld, match="another retrain run holds"):
             with run_lock(root, timeout=0.3):
-                pass
+                raise AssertionError("a second holder got the lock")
         cfg = _write(tmp_path, "cfg.yaml", dict(setup[1], root=root))
         assert retrain.run(["--config", cfg]) == 3
         assert "another retrain run holds" in capsys.readouterr().err
@@ -109,8 +109,8 @@ def test_overlapping_run_exits_with_a_clear_message_and_stale_lock_is_taken_over
     with open(os.path.join(root, retrain.LOCK_FILE), "w") as f:
         json.dump({"pid": int(dead.stdout), "host": __import__("socket").gethostname(), "started": 0}, f)
     messages = []
-    with run_lock(root, log=messages.append):
-        pass
+    with run_lock(root, log=messages.append) as path:
+        assert json.load(open(path))["pid"] == os.getpid()
     assert messages and "taking over a stale lock" in messages[0]
 
 

@@ -3,10 +3,8 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from schemas.export import PREDICTION, SERVING_SIGNATURE
 from schemas.metadata import DatasetMetadata
 from tests.datasets import make_dataset
+from tests.runs import backup_epoch, kill_after_backup
 from trainer.archs import ARCHS
 from trainer.main import run
 
@@ -163,24 +162,9 @@ def test_killed_run_resumes_from_backup(data, tmp_path):
     cmd = _train_cmd(data["regression"], workdir, "--arch", "conv3d", "--epochs", "8",
                      "--batch-size", "4", *TINY)
     state = os.path.join(workdir, "backup", "training_metadata.json")
-    first = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and first.poll() is None:
-            try:
-                if json.load(open(state))["epoch"] >= 2:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-        assert first.poll() is None, f"run ended before it could be killed: {first.stderr.read()[-2000:]}"
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.kill()
-        first.wait()
+    kill_after_backup(cmd, _env(), REPO, state, min_epoch=2)
     assert not os.path.exists(os.path.join(workdir, "export"))
-    backed_up = json.load(open(state))["epoch"]
+    backed_up = backup_epoch(state)
     assert 2 <= backed_up < 8
 
     second = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)

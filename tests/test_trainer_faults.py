@@ -2,14 +2,13 @@
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.datasets import make_dataset
+from tests.runs import backup_epoch, kill_after_backup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "conv3d", "--batch-size", "4", "--set", "filters=4,8", "--set", "units=8",
@@ -32,34 +31,14 @@ def _cmd(data, workdir, *flags):
     return [sys.executable, "-m", "trainer", "--data", data, "--workdir", workdir, *TINY, *flags]
 
 
-def _epoch(path):
-    with open(path) as f:
-        return json.load(f)["epoch"]
-
-
 def test_corrupted_latest_backup_falls_back_to_the_previous_one(dataset, tmp_path):
     workdir = str(tmp_path / "w")
     backup = os.path.join(workdir, "backup")
     latest, previous = (os.path.join(backup, "training_metadata.json" + s) for s in ("", ".bkp"))
     cmd = _cmd(dataset, workdir, "--epochs", "8")
-    first = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and first.poll() is None:
-            try:
-                if _epoch(latest) >= 3:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-        assert first.poll() is None, f"ended before the kill: {first.stderr.read()[-2000:]}"
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.kill()
-        first.wait()
-    kept = _epoch(previous)
-    assert kept == _epoch(latest) - 1 and kept >= 2
+    kill_after_backup(cmd, _env(), REPO, latest, min_epoch=3)
+    kept = backup_epoch(previous)
+    assert kept == backup_epoch(latest) - 1 and kept >= 2
     # A kill in the middle of writing the latest backup leaves it cut short, like this.
     weights = os.path.join(backup, "latest.weights.h5")
     with open(weights, "r+b") as f:
