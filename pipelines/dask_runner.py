@@ -9,7 +9,7 @@ import dask
 import dask.bag as db
 from apache_beam import DoFn, ParDo, pvalue
 from apache_beam.pipeline import PipelineVisitor
-from apache_beam.runners.common import DoFnContext, DoFnSignature, _OutputHandler
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
 from apache_beam.runners.dask import dask_runner
 from apache_beam.runners.dask import transform_evaluator as te
 from apache_beam.runners.dask.overrides import _Reshuffle
@@ -25,14 +25,23 @@ _SPREAD = "clipforge_spread"  # the partition count, passed to the ops with Beam
 
 
 def _run_bundle(items, *side_parts, views, invoker_args, invoker_kwargs, receivers):
-    """Beam's apply_dofn_to_bundle, with side inputs built from their bags' computed partitions."""
+    """Beam's apply_dofn_to_bundle, with side inputs built from their bags' computed partitions,
+    and with what finish_bundle outputs (Beam's collects the results before calling it)."""
     side_inputs = [SideInputMap(view, options, [te.get_windowed_value(v, window_fn) for part in parts for v in part])
                    for (view, options, window_fn), parts in zip(views, side_parts)]
-    return te.apply_dofn_to_bundle(items, invoker_args, {**invoker_kwargs, "side_inputs": side_inputs}, receivers)
+    invoker = DoFnInvoker.create_invoker(*invoker_args, **{**invoker_kwargs, "side_inputs": side_inputs})
+    invoker.invoke_setup()
+    invoker.invoke_start_bundle()
+    for item in items:
+        invoker.invoke_process(item)
+    invoker.invoke_finish_bundle()
+    invoker.invoke_teardown()
+    return [v.value for v in receivers.values]
 
 
 class _ParDo(te.ParDo):
-    """ParDo whose side inputs are read from their bags' partitions, computed once in the graph.
+    """ParDo whose side inputs are read from their bags' partitions, computed once in the graph,
+    and whose finish_bundle outputs are kept (clipforge's shard writer emits its files there).
 
     Beam's DaskRunner hides each side input's bag inside a SideInputMap, so every task that
     reads it computes the bag again, with everything upstream of it (every decode, every
@@ -41,8 +50,7 @@ class _ParDo(te.ParDo):
     """
 
     def apply(self, input_bag, side_inputs=None):
-        if not side_inputs:
-            return super().apply(input_bag)
+        side_inputs = side_inputs or []
         transform = self.transform
         args, kwargs = transform.raw_side_inputs
         main_input = next(iter(self.applied.main_inputs.values()))
@@ -128,6 +136,7 @@ class DaskRunner(dask_runner.DaskRunner):
     - Side inputs are dependencies in the dask graph instead of nested computes, so each
       stage runs once (with Beam's runner a video is decoded once per side input downstream
       of it, eight times in clipforge ingest) and sinks do not race their own re-runs.
+    - What a DoFn emits from finish_bundle is kept (Beam's runner drops it).
     - Every leaf of the pipeline is computed, not only the last transform applied.
     - Reshuffle repartitions the bag over the cluster's threads instead of doing nothing,
       and Create spreads its elements likewise unless the dask partition flags say otherwise.

@@ -20,6 +20,8 @@ from schemas.spec import TargetSpec, WindowSpec
 from schemas.tfrecord import CorruptRecordError, masked_crc
 
 SHARD_PREFIX = "part"
+PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then removed
+COPY_CHUNK = 8 << 20
 MAX_SHARD_BYTES = 200 * 2 ** 20  # ceil(bytes / max) shards: each 100-200 MiB once a split passes 200
 # Stored bytes per decoded byte, measured on 112x112 frames of natural-looking video (README
 # figures); only used to pick a shard count when --num-shards is 0.
@@ -98,7 +100,7 @@ def count_records(path: str, compression: str) -> int:
 
     Works through Beam's FileSystems, so local and remote shards alike.
     """
-    ctype = CompressionTypes.GZIP if compression == "gzip" else CompressionTypes.UNCOMPRESSED
+    ctype = compression_type(compression)
     n = offset = 0
     with FileSystems.open(path, compression_type=ctype) as f:
         while True:
@@ -113,6 +115,51 @@ def count_records(path: str, compression: str) -> int:
             f.seek(length + 4, os.SEEK_CUR)
             n += 1
             offset += 16 + length
+
+
+def compression_type(compression: str) -> str:
+    return CompressionTypes.GZIP if compression == "gzip" else CompressionTypes.UNCOMPRESSED
+
+
+def shard_suffix(compression: str) -> str:
+    return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+
+
+def shard_path(work: str, split: str, shard: int, num_shards: int, compression: str) -> str:
+    """OUTPUT/<split>/part-SSSSS-of-NNNNN.tfrecord[.gz]."""
+    return f"{work.rstrip('/')}/{split}/{SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}{shard_suffix(compression)}"
+
+
+def part_path(parts_dir: str, split: str, shard: int, bundle: str, compression: str) -> str:
+    return f"{parts_dir}/{split}/{shard:05d}-{bundle}{shard_suffix(compression)}"
+
+
+def concat_parts(parts: list[str], dest: str) -> str:
+    """Joins part files into the shard DEST byte for byte and deletes them; returns DEST.
+
+    TFRecord files concatenate into a TFRecord file, and gzip files into a multi-member gzip
+    file, which tf.data and Python's gzip both read. A single part is renamed; no part gives an
+    empty shard (an empty gzip member for .gz).
+    """
+    present = [p for p in parts if FileSystems.exists(p)]
+    if parts and not present and FileSystems.exists(dest):
+        return dest  # a retry of a join that already finished
+    parts = present
+    if FileSystems.exists(dest):
+        FileSystems.delete([dest])
+    if len(parts) == 1:
+        if FileSystems.get_scheme(dest) is None:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+        FileSystems.rename(parts, [dest])
+        return dest
+    ctype = CompressionTypes.GZIP if dest.endswith(".gz") and not parts else CompressionTypes.UNCOMPRESSED
+    with FileSystems.create(dest, compression_type=ctype) as out:
+        for part in parts:
+            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                shutil.copyfileobj(f, out, COPY_CHUNK)
+    if parts:
+        FileSystems.delete(parts)
+    return dest
 
 
 def relative(path: str, root: str) -> str:

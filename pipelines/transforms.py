@@ -7,19 +7,26 @@ of work is a segment: a whole video, or a time segment of a long one (pipelines/
 """
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 import tempfile
 import time
 import typing
+import uuid
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.metrics import Metrics
 
 from pipelines.inputs import VideoRef
-from pipelines.output import SHARD_PREFIX, build_metadata, remove_beam_temp, write_metadata
+from pipelines.output import PARTS_DIR, SHARD_PREFIX, build_metadata, compression_type as _ctype, concat_parts, \
+    part_path, remove_beam_temp, shard_path, write_metadata
 from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_video, process_segment, \
     video_windows
 from pipelines.probe import ProbeLimits
@@ -211,8 +218,54 @@ class DecodeWindows(beam.PTransform):
         return _split_by_kind(videos | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))
 
 
+class _WritePartsFn(beam.DoFn):
+    """Writes each bundle's records straight to part files, one per (split, shard) it touches.
+
+    Records are spread over a split's shards round robin from a random start, so every shard
+    holds windows of many videos. Nothing is buffered: memory stays flat in the dataset's size.
+    Emits (split, shard, part path) once a bundle's files are closed.
+    """
+
+    def __init__(self, parts_dir: str, num_shards: dict[str, int], compression: str):
+        self.parts_dir, self.num_shards, self.compression = parts_dir, num_shards, compression
+
+    def start_bundle(self):
+        self.bundle = uuid.uuid4().hex
+        self.next_shard = {s: random.randrange(n) for s, n in self.num_shards.items()}
+        self.files = {}
+
+    def process(self, record: Record):
+        split, data = record
+        shard = self.next_shard[split]
+        self.next_shard[split] = (shard + 1) % self.num_shards[split]
+        f = self.files.get((split, shard))
+        if f is None:
+            path = part_path(self.parts_dir, split, shard, self.bundle, self.compression)
+            f = self.files[(split, shard)] = (path, FileSystems.create(path, compression_type=_ctype(self.compression)))
+        _TFRecordUtil.write_record(f[1], data)
+
+    def finish_bundle(self):
+        for (split, shard), (path, f) in sorted(self.files.items()):
+            f.close()
+            yield WindowedValue((f"{split}/{shard}", path), MIN_TIMESTAMP, [GlobalWindow()])
+        self.files = {}
+
+
+def _join_parts(keyed, output_dir: str, num_shards: dict[str, int], compression: str) -> str:
+    key, grouped = keyed
+    split, shard = key.split("/")
+    parts = sorted(set(grouped["parts"]))  # a retried bundle can report a part twice
+    return concat_parts(parts, shard_path(output_dir, split, int(shard), num_shards[split], compression))
+
+
 class WriteShards(beam.PTransform):
-    """Reshuffles records and writes each split with WriteToTFRecord under OUTPUT/<split>/.
+    """Writes each split as exactly N TFRecord shards under OUTPUT/<split>/, without a shuffle.
+
+    Each bundle writes its records to part files (round robin over the split's shards) as they
+    are made, so no record is ever held by the runner: peak memory does not grow with the corpus
+    (a Reshuffle into WriteToTFRecord held every record in memory on the local runners). A
+    second step concatenates each shard's parts (valid for TFRecord framing and for gzip members)
+    and writes empty shards where a split has fewer records than shards.
 
     Returns:
       {split: PCollection of the shard file names written}.
@@ -223,19 +276,18 @@ class WriteShards(beam.PTransform):
         self.output_dir, self.num_shards, self.compression = output_dir.rstrip("/"), num_shards, compression
 
     def expand(self, records):
-        # One video's windows arrive together; reshuffling spreads them over every shard and
-        # mixes their order, so a reader's shuffle buffer sees many videos.
-        shuffled = records | "Reshuffle" >> beam.Reshuffle()
-        gzip = self.compression == "gzip"
-        files = {}
-        for name, count in self.num_shards.items():
-            files[name] = (
-                shuffled | f"Only[{name}]" >> beam.FlatMap(_only, name).with_output_types(bytes)
-                | f"Write[{name}]" >> beam.io.WriteToTFRecord(
-                    f"{self.output_dir}/{name}/{SHARD_PREFIX}", num_shards=count,
-                    file_name_suffix=".tfrecord.gz" if gzip else ".tfrecord",
-                    compression_type=CompressionTypes.GZIP if gzip else CompressionTypes.UNCOMPRESSED))
-        return files
+        parts_dir = f"{self.output_dir}/{PARTS_DIR}"
+        parts = records | "WriteParts" >> beam.ParDo(_WritePartsFn(parts_dir, self.num_shards, self.compression))
+        keys = (records.pipeline
+                | "ShardKeys" >> beam.Create([f"{s}/{i}" for s, n in self.num_shards.items() for i in range(n)]))
+        shards = ({"parts": parts, "keys": keys | "Key" >> beam.Map(lambda k: (k, None))}
+                  | "GroupParts" >> beam.CoGroupByKey()
+                  | "JoinParts" >> beam.Map(_join_parts, self.output_dir, self.num_shards, self.compression))
+        return {name: shards | f"Only[{name}]" >> beam.Filter(_in_split, name) for name in self.num_shards}
+
+
+def _in_split(path: str, split: str) -> bool:
+    return f"/{split}/{SHARD_PREFIX}-" in path
 
 
 class WriteDeadLetter(beam.PTransform):

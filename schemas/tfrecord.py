@@ -91,7 +91,7 @@ def count_records(path: str, compression: str = "none") -> int:
 
 
 def write_records(path: str, records, compression: str = "none") -> int:
-    """Writes records with TFRecord framing (tests and tools; ingest uses Beam's WriteToTFRecord)."""
+    """Writes records with TFRecord framing (tests and tools; ingest's WriteShards writes through Beam's FileSystems)."""
     n = 0
     raw = open(path, "wb")
     f = gzip.GzipFile(fileobj=raw, mode="wb") if compression == "gzip" else raw
