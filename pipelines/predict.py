@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="largest batch of windows per model call (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output (atomically)")
     p.add_argument("--video-timeout", type=float, default=600.0, help="seconds allowed to decode one video")
+    p.add_argument("--segment-seconds", type=float, default=300.0,
+                   help="decode local videos longer than ~1.5x this as segments of about this length, in parallel "
+                        "on several workers, with exactly the windows of a whole decode (default 300; 0 never splits)")
     return p
 
 
@@ -231,6 +234,9 @@ def run(argv: list[str]) -> int:
     try:
         if args.batch_size < 1:
             raise SetupError(f"--batch-size={args.batch_size}: expected an integer >= 1")
+        if not args.segment_seconds >= 0:
+            raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
+                             "number of seconds")
         meta, card = load_export_metadata(args.model)
         options = pipeline_options(beam_args)
         refs, missing = list_videos(args.input)
@@ -248,7 +254,7 @@ def run(argv: list[str]) -> int:
         with create_pipeline(options) as p:
             decoded = (p | "ReadVideos" >> ReadVideos(videos)
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
-                                                          limits=limits))
+                                                          limits=limits, segment_seconds=args.segment_seconds))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size)
             _ = rows | "Write" >> WritePredictions(staging.work, target)
             _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)

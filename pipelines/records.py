@@ -111,12 +111,7 @@ def _label_check(ref: VideoRef, job: VideoJob) -> Optional[DeadLetter]:
 
 
 def plan_video(ref: VideoRef, job: VideoJob) -> Iterator[Union[Segment, DeadLetter]]:
-    """Checks a video's label row, then splits it into segments when it is long.
-
-    Only local videos longer than 1.5 x `job.segment_seconds` are split, which needs their
-    duration and time base: they are probed (and checked against the limits) here, once.
-    Others are one whole segment, probed when decoded. Remote videos are never split: every
-    segment would need its own copy of the file.
+    """Checks a video's label row, then splits it into segments when it is long (`plan_decode`).
 
     Yields:
       The video's segments in order, or one DeadLetter (labels, probe or read stage).
@@ -125,20 +120,44 @@ def plan_video(ref: VideoRef, job: VideoJob) -> Iterator[Union[Segment, DeadLett
     if dead:
         yield dead
         return
-    if job.segment_seconds <= 0 or not is_local(ref.path):
+    yield from plan_decode(ref, job.spec, job.horizon, job.timeout, job.limits, job.segment_seconds)
+
+
+def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits,
+                segment_seconds: float) -> Iterator[Union[Segment, DeadLetter]]:
+    """Splits a video into time segments when it is long; else yields it as one whole segment.
+
+    Only local videos longer than 1.5 x `segment_seconds` are split, which needs their
+    duration and time base: they are probed (and checked against the limits) here, once.
+    Others are one whole segment, probed when decoded. Remote videos are never split: every
+    segment would need its own copy of the file.
+
+    Yields:
+      The video's segments in order, or one DeadLetter (probe or read stage).
+    """
+    if segment_seconds <= 0 or not is_local(ref.path):
         yield Segment(ref)
         return
     try:
-        info = probe_video(ref.path, job.timeout, job.limits)
-        time_base = video_time_base(ref.path, job.timeout, job.limits.formats) \
-            if is_long(info.duration, job.segment_seconds) else None
+        info = probe_video(ref.path, timeout, limits)
+        time_base = video_time_base(ref.path, timeout, limits.formats) if is_long(info.duration, segment_seconds) \
+            else None
     except VideoError as e:
         yield DeadLetter.of(ref, e)
         return
     except OSError as e:
         yield DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
         return
-    yield from plan_segments(ref, info.duration, time_base, job.spec, job.horizon, job.segment_seconds)
+    yield from plan_segments(ref, info.duration, time_base, spec, horizon, segment_seconds)
+
+
+def _segment_stream(seg: Segment, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
+                    limits: ProbeLimits, horizon: int) -> FrameStream:
+    """The segment's frame stream: seeking as planned, or probing first for a whole video."""
+    if seg.probed:
+        return FrameStream(path, spec, resize, timeout, threads, limits, seg.seek, seg.lead,
+                           seg.stop_after(spec.frames + horizon))
+    return _probe_and_stream(path, spec, resize, timeout, threads, limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +211,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     partial, error = "", None
     try:
         with local_file(ref.path, scratch_dir) as path:
-            if seg.probed:
-                stream = FrameStream(path, spec, job.resize, job.timeout, job.threads, job.limits, seg.seek,
-                                     seg.lead, seg.stop_after(spec.frames + horizon))
-            else:
-                stream = _probe_and_stream(path, spec, job.resize, job.timeout, job.threads, job.limits)
+            stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon)
             try:
                 frames = edges.watch(itertools.islice(stream, seg.skip, None))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
@@ -301,26 +316,35 @@ class VideoWindow(NamedTuple):
     next_frames: Optional[np.ndarray]
 
 
-def video_windows(ref: VideoRef, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
+def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                   timeout: float = 600.0, scratch_dir: str = "/tmp", threads: int = 0,
                   limits: Optional[ProbeLimits] = None) -> Iterator[Union[VideoWindow, DeadLetter]]:
-    """Decodes one video into task-free windows of `spec` (no labels, no split, no encoding).
+    """Decodes one video, or one segment of a long one, into task-free windows of `spec`.
 
-    The same probe, decode and ring buffer as ingest, so windows match ingest's pixel for
-    pixel. With horizon > 0 each window also carries the frames after it (windows whose
-    horizon would run past the end are not produced).
+    No labels, no split, no encoding: the same probe, decode and ring buffer as ingest, so
+    windows match ingest's pixel for pixel, and a segment's windows are exactly the ones a
+    whole decode has in its range (`plan_decode` plans them). With horizon > 0 each window also
+    carries the frames after it (windows whose horizon would run past the end are not produced).
 
     Yields:
-      VideoWindow per window, or a single DeadLetter (same stages and kinds as ingest) when
-      the video yields none.
+      VideoWindow per window, or a single DeadLetter (same stages and kinds as ingest) when the
+      video yields none. A segment after the first that yields no window is not an error (the
+      duration estimate ran past the last frame) unless its decode failed; its dead letter then
+      names the segment.
     """
+    seg = ref if isinstance(ref, Segment) else Segment(ref)
+    ref, limits = seg.ref, limits or ProbeLimits()
     n = 0
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _probe_and_stream(path, spec, resize, timeout, threads, limits)
+            stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon)
             try:
-                for start, frames in iter_windows(stream, spec.frames, spec.stride, horizon):
-                    pixels = np.stack([f.pixels for f in frames])
+                frames = itertools.islice(stream, seg.skip, None)
+                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
+                    start = seg.start + local_start
+                    if seg.end is not None and start >= seg.end:
+                        break  # the next segment's first window: it decodes that one
+                    pixels = np.stack([f.pixels for f in window])
                     n += 1
                     yield VideoWindow(ref.video_id, ref.path, start, start / spec.fps, pixels[:spec.frames],
                                       pixels[spec.frames:] if horizon else None)
@@ -328,10 +352,18 @@ def video_windows(ref: VideoRef, spec: WindowSpec, resize: str = "stretch", hori
                 if not n:
                     raise
     except VideoError as e:
-        yield DeadLetter.of(ref, e)
+        yield _in_segment(DeadLetter.of(ref, e), seg)
         return
     except OSError as e:
-        yield DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
+        yield _in_segment(DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed"),
+                          seg)
         return
-    if not n:
+    if not n and seg.index == 0:
         yield DeadLetter.of(ref, _too_short(stream.frames, spec, horizon))
+
+
+def _in_segment(dead: DeadLetter, seg: Segment) -> DeadLetter:
+    if seg.count == 1:
+        return dead
+    return dataclasses.replace(dead, reason=f"segment {seg.index + 1}/{seg.count} (from frame {seg.start}): "
+                                            f"{dead.reason}")

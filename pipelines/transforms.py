@@ -27,8 +27,8 @@ from apache_beam.metrics import Metrics
 from pipelines.inputs import VideoRef
 from pipelines.output import PARTS_DIR, SHARD_PREFIX, build_metadata, compression_type as _ctype, concat_parts, \
     part_path, remove_beam_temp, shard_path, write_metadata
-from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_video, process_segment, \
-    video_windows
+from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_decode, plan_video, \
+    process_segment, video_windows
 from pipelines.probe import ProbeLimits
 from pipelines.segments import Segment
 from pipelines.stats import DatasetStats, VideoSummary
@@ -178,14 +178,27 @@ class MakeRecords(beam.PTransform):
         return out
 
 
+class _PlanDecodeFn(_VideoFn):
+    def __init__(self, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits, segment_seconds: float):
+        self.args = (spec, horizon, timeout, limits, segment_seconds)
+
+    def process(self, ref: VideoRef):
+        for out in plan_decode(ref, *self.args):
+            if isinstance(out, DeadLetter):
+                self.dead.inc()
+                yield DEAD_LETTER, out
+            else:
+                yield SEGMENT, out
+
+
 class _DecodeWindowsFn(_VideoFn):
     def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
                  limits: Optional[ProbeLimits]):
         self.args = (spec, resize, horizon, timeout)
         self.threads, self.limits = threads, limits
 
-    def process(self, ref: VideoRef):
-        for out in video_windows(ref, *self.args, scratch_dir=self.scratch, threads=self.threads,
+    def process(self, seg: Segment):
+        for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
                                  limits=self.limits):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
@@ -197,25 +210,37 @@ class _DecodeWindowsFn(_VideoFn):
 class DecodeWindows(beam.PTransform):
     """Decodes videos into task-free windows of uint8 frames (for predict; no labels, no split).
 
+    Long local videos are planned as time segments, as at ingest, and the segments spread over
+    the workers; their windows are exactly those of a whole decode.
+
     Args:
       spec: the WindowSpec (e.g. from a model's metadata.json); encoding is ignored.
       resize: stretch | crop | pad, as at ingest.
       horizon: frames after each window to carry as `next_frames` (0: none).
-      timeout: wall-clock seconds for probing and decoding one video.
+      timeout: wall-clock seconds for probing and decoding one video (or segment).
       threads: ffmpeg decoder threads (0 = ffmpeg decides).
       limits: formats, pixel and duration limits checked before decoding (None: the defaults).
+      segment_seconds: videos longer than ~1.5x this are decoded as segments of about this
+        length (0: every video whole).
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
     """
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
-                 timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None):
+                 timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
+                 segment_seconds: float = 0.0):
         super().__init__()
+        limits = limits or ProbeLimits()
+        self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds)
         self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits)
 
     def expand(self, videos):
-        return _split_by_kind(videos | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))
+        planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")
+        decoded = _split_by_kind(planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
+                                 | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))
+        decoded[DEAD_LETTER] = (planned[DEAD_LETTER], decoded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+        return decoded
 
 
 class _WritePartsFn(beam.DoFn):

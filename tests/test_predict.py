@@ -122,3 +122,26 @@ def test_predict_applies_the_limits_the_model_was_ingested_with():
     assert (limits.formats, limits.max_pixels, limits.max_duration) == (("mp4",), 1000, 5.0)
     default = predict.limits_of({})
     assert "matroska" in default.formats and "hls" not in default.formats
+
+
+def test_predict_splits_long_videos_into_segments_with_the_same_rows(corpus):
+    """--segment-seconds spreads a video over workers; the rows equal those of whole decodes."""
+    from pipelines.inputs import VideoRef
+    from pipelines.records import plan_decode
+    from schemas.export import load_export_metadata
+    _, model = _train(corpus, "classification")
+    meta, _ = load_export_metadata(model)
+    clip = sorted(n for n in os.listdir(corpus / "new_videos") if n.startswith("clip"))[0]
+    planned = list(plan_decode(VideoRef(str(corpus / "new_videos" / clip), clip), meta.spec, 0, 60,
+                               predict.limits_of(meta.config), 0.5))
+    assert len(planned) >= 2  # the flag below really splits these 1.5 s clips
+
+    def rows(out, *flags):
+        assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output", out, *flags,
+                            "--direct_num_workers", "2"]) == 0
+        table = pq.read_table(os.path.join(out, "windows")).to_pylist()
+        return sorted((r["video"], r["start_frame"], tuple(np.round(r["probabilities"], 5))) for r in table)
+    split = rows(str(corpus / "pred_split"), "--segment-seconds", "0.5")
+    assert split == rows(str(corpus / "pred_whole"), "--segment-seconds", "0") and len(split) == 3 * 8
+    assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output",
+                        str(corpus / "pred_bad"), "--segment-seconds", "-1"]) == 2

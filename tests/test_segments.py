@@ -1,5 +1,6 @@
 """Long videos split into time segments: exact seeks, the same windows and stats as a whole decode."""
 import collections
+import dataclasses
 import os
 import subprocess
 from fractions import Fraction
@@ -204,3 +205,40 @@ def test_ingest_writes_the_same_dataset_with_and_without_segments(clips, tmp_pat
     assert a.stats["frames_decoded"] == 2 * SECONDS * FPS and a.stats["partial_videos"] == 0
     assert a.fingerprint == b.fingerprint  # segmenting does not change the data
     assert sorted(os.listdir(split)) == ["dead_letter.jsonl", "metadata.json", "train"]
+
+
+def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
+    """predict's decode (video_windows) over the planned segments: same windows, pixel for pixel."""
+    import apache_beam as beam
+    from apache_beam.testing import test_pipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.beam_options import local_runner
+    from pipelines.probe import ProbeLimits
+    from pipelines.records import plan_decode, video_windows
+    from pipelines.transforms import DecodeWindows, ReadVideos
+
+    def key(w):
+        return w.video_id, w.start_frame, w.frames.tobytes(), w.next_frames.tobytes()
+
+    video = ref(clips, "h264_24fps.mp4")
+    segments = list(plan_decode(video, SPEC, 2, 60, ProbeLimits(), SEGMENT_SECONDS))
+    assert len(segments) == 6
+    parts = [key(w) for s in segments for w in video_windows(s, SPEC, horizon=2)]
+    whole = [key(w) for w in video_windows(video, SPEC, horizon=2)]
+    assert sorted(parts) == sorted(whole) and len(whole) == len(range(0, SECONDS * FPS - 5, 3))
+    # the same through the Beam transform, segments spread by its reshuffle
+    with test_pipeline.TestPipeline(runner=local_runner()) as p:
+        out = p | ReadVideos([video]) | DecodeWindows(SPEC, horizon=2, segment_seconds=SEGMENT_SECONDS)
+        assert_that(out["windows"] | beam.Map(key), equal_to(whole))
+
+
+def test_a_failed_segment_is_dead_lettered_by_name(clips, tmp_path):
+    from pipelines.probe import ProbeLimits
+    from pipelines.records import DeadLetter, plan_decode, video_windows
+    segments = list(plan_decode(ref(clips, "ffv1_10fps.mkv"), SPEC, 2, 60, ProbeLimits(), SEGMENT_SECONDS))
+    gone = str(tmp_path / "gone.mkv")  # the file vanished between planning and decoding
+    seg = dataclasses.replace(segments[3], ref=VideoRef(gone, "ffv1_10fps.mkv"))
+    out = list(video_windows(seg, SPEC, horizon=2))
+    assert len(out) == 1 and isinstance(out[0], DeadLetter)
+    assert out[0].reason.startswith("segment 4/6 (from frame ") and out[0].video_id == "ffv1_10fps.mkv"
