@@ -1,13 +1,17 @@
 """The dataset directory: staged beside OUTPUT, counted, described by metadata.json, swapped in."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import glob
 import json
 import math
 import os
 import shutil
+import socket
 import struct
+import sys
 import uuid
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -22,6 +26,7 @@ from schemas.tfrecord import CorruptRecordError, masked_crc
 SHARD_PREFIX = "part"
 PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then removed
 COPY_CHUNK = 8 << 20
+OWNER_SUFFIX = ".owner"  # beside a local staging dir: {"host", "pid"} of the run writing it
 MAX_SHARD_BYTES = 200 * 2 ** 20  # ceil(bytes / max) shards: each 100-200 MiB once a split passes 200
 # Stored bytes per decoded byte, measured on 112x112 frames of natural-looking video (README
 # figures); only used to pick a shard count when --num-shards is 0.
@@ -67,13 +72,52 @@ def prepare_output(output: str, overwrite: bool) -> Staging:
     if os.path.exists(final) and not overwrite:
         raise SetupError(f"--output {output} already exists; pass --overwrite to replace it, or choose a new path")
     parent = os.path.dirname(final)
+    remove_abandoned(parent, os.path.basename(final))
     work = os.path.join(parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         os.makedirs(parent, exist_ok=True)
         os.mkdir(work)
+        with open(work + OWNER_SUFFIX, "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
     except OSError as e:
         raise SetupError(f"--output {output} is not writable: {e.strerror} ({e.filename})") from None
     return Staging(final, work)
+
+
+def _owner_gone(owner_file: str) -> bool:
+    """Whether the run that wrote OWNER_FILE ran on this machine and is no longer running."""
+    try:
+        with open(owner_file) as f:
+            owner = json.load(f)
+        if owner.get("host") != socket.gethostname():
+            return False  # another machine's run on a shared file system: cannot tell
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return False
+
+
+def remove_abandoned(parent: str, name: str) -> list[str]:
+    """Deletes the staging directories of earlier runs for PARENT/NAME that were killed.
+
+    A run killed outright (SIGKILL, out of memory, a lost machine) cannot clean up; its hidden
+    staging directory is recognised by the owner file beside it (host and pid) when the next
+    run for the same output starts on the same machine. Staging of live runs, of other machines
+    and without an owner file is left alone.
+    """
+    removed = []
+    for owner in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.tmp-*{OWNER_SUFFIX}")):
+        if _owner_gone(owner):
+            work = owner[:-len(OWNER_SUFFIX)]
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(f"{work}.old", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.remove(owner)
+            print(f"removed {work}: staging left by a killed run", file=sys.stderr)
+            removed.append(work)
+    return removed
 
 
 def publish(staging: Staging) -> None:
@@ -87,12 +131,16 @@ def publish(staging: Staging) -> None:
     os.rename(staging.work, staging.final)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.remove(staging.work + OWNER_SUFFIX)
 
 
 def discard(staging: Staging) -> None:
     """Removes a failed run's staging directory (never the final one of a remote output)."""
     if staging.local:
         shutil.rmtree(staging.work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(staging.work + OWNER_SUFFIX)
 
 
 def count_records(path: str, compression: str) -> int:

@@ -187,7 +187,7 @@ def test_killed_ingest_leaves_no_finished_dataset_and_no_orphan(corpus, plain):
     assert not fresh.exists()
     with pytest.raises(MissingMetadataError, match="killed_fresh does not exist"):
         DatasetMetadata.load(str(fresh))
-    staged = [corpus / n for n in os.listdir(corpus) if n.startswith(".killed_fresh.tmp-")]
+    staged = [corpus / n for n in os.listdir(corpus) if n.startswith(".killed_fresh.tmp-") and (corpus / n).is_dir()]
     assert len(staged) == 1 and "metadata.json" not in os.listdir(staged[0])
     with pytest.raises(MissingMetadataError, match="has no metadata.json.*killed"):
         DatasetMetadata.load(str(staged[0]))
@@ -195,6 +195,13 @@ def test_killed_ingest_leaves_no_finished_dataset_and_no_orphan(corpus, plain):
     assert rc == 1 and "has no metadata.json" in err
     # the killed --overwrite run left the old dataset exactly as it was
     assert snapshot(existing) == before and validate_run(str(existing))[0] == 0
+    # the next run for the same output removes the killed run's staging (its owner pid is gone)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = ingest("--input", str(corpus / "videos"), "--output", str(fresh), *FLAGS, "--splits", "1")
+    assert rc == 0 and f"removed {staged[0]}: staging left by a killed run" in err.getvalue(), err.getvalue()
+    assert not [n for n in os.listdir(corpus) if n.startswith(".killed_fresh")]  # nor its owner file
+    assert DatasetMetadata.load(str(fresh)).splits["train"]["windows"] > 0
 
 
 def test_ffmpeg_dies_with_a_killed_worker():

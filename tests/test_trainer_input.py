@@ -142,3 +142,18 @@ def test_balanced_class_weights_from_the_histogram(root):
     for k, n in enumerate(hist):
         assert weights[k] == pytest.approx(sum(hist) / (3 * n) if n else 1.0)
     assert class_weights(meta, "none") is None
+
+
+def test_cached_input_gives_every_window_once_per_epoch_reshuffled(root):
+    d = make_dataset(root, "regression", n_windows=16, shards=2, seed=5)
+    meta = DatasetMetadata.load(d)
+    ds = input_dataset(d, meta, "train", 4, training=True, seed=3, cache=True)
+    epochs = [np.concatenate([y.numpy() for _, y in ds]) for _ in range(3)]
+    streamed = np.concatenate([y.numpy() for _, y in input_dataset(d, meta, "train", 4, training=False)])
+
+    def rows(a):
+        return sorted(map(tuple, a.tolist()))
+    assert all(rows(e) == rows(streamed) for e in epochs) and len(epochs[0]) == 16
+    assert not np.array_equal(epochs[1], epochs[2])  # the cached split is reshuffled each epoch
+    again = input_dataset(d, meta, "train", 4, training=True, seed=3, cache=True)
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in again]), epochs[0])

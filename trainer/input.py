@@ -57,7 +57,8 @@ def shard_plan(meta: DatasetMetadata, split: str, num_workers: int, global_batch
 def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch: int,
                  training: bool, seed: int = 0, shuffle_buffer: int = 1024,
                  augment: tuple[str, ...] = (), num_workers: int = 1, worker_index: int = 0,
-                 deterministic: bool = True, pixel_dtype: tf.DType = tf.uint8) -> tf.data.Dataset:
+                 deterministic: bool = True, pixel_dtype: tf.DType = tf.uint8,
+                 cache: bool = False) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
     Args:
@@ -75,6 +76,8 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
       pixel_dtype: dtype of the frames (and next_frame targets) in the batches; the model casts
         them back to uint8. Multi-worker runs need int32: Keras all-reduces a first batch across
         workers to build the model, and collective ops do not take uint8.
+      cache: keep the decoded windows in memory after the first pass (see `decoded_bytes`);
+        later epochs then neither read nor decode (training shuffles the cached windows).
 
     Returns:
       A dataset of (frames uint8 [B, T, H, W, C], target): float32 [B, D] (regression),
@@ -91,18 +94,23 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
         # FILE sharding by hand, on the file list before any reading: tf.data's FILE auto-shard
         # cannot walk back through scan() (the augmentation seeds below) to find the files.
         ds = ds.shard(num_workers, worker_index)
-    if training:
+    if training and not cache:
         # Reshuffling the file order each epoch changes which shards interleave together.
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
                        cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
                        deterministic=deterministic)
-    if training:
+    if training and not cache:
         # Shuffle before parsing: the buffer then holds compressed records, not decoded frames,
         # so a large buffer stays cheap. Ingest already spread each video over the shards.
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda s: _frames_and_target(parse(s), key), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
+    if cache:
+        ds = ds.cache()
+        if training:  # the buffer now holds decoded windows, at most the split already in memory
+            ds = ds.shuffle(max(min(shuffle_buffer, meta.num_windows(split)), 1), seed=seed,
+                            reshuffle_each_iteration=True)
     fn = augment_fn(augment, meta.target.task) if training else None
     if fn is not None:
         # Augment after parsing (it works on pixels) and before batching (each window draws its
@@ -129,6 +137,13 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.OFF if plan == "file" else policy.DATA
     return ds.with_options(options)
+
+
+def decoded_bytes(meta: DatasetMetadata, split: str) -> int:
+    """Bytes the split's windows take decoded (uint8 frames, plus next frames for next_frame)."""
+    spec, target = meta.spec, meta.target
+    frames = spec.frames + (target.horizon if target.task == "next_frame" else 0)
+    return meta.num_windows(split) * frames * spec.height * spec.width * spec.channels
 
 
 def _frames_and_target(parsed: dict, key: str):
