@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="make bench", description=__doc__)
     p.add_argument("--workdir", default="bench_out")
     p.add_argument("--only", action="append", choices=SUITES, help="run only these (repeatable)")
-    p.add_argument("--seconds", type=float, default=120, help="length of each of the 4 throughput clips")
+    p.add_argument("--seconds", type=float, default=300, help="length of each of the 4 throughput clips")
     args = p.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     results = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
