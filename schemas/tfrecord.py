@@ -6,9 +6,11 @@ import io
 import struct
 from typing import BinaryIO, Iterator
 
-import crcmod.predefined
-
-_crc32c = crcmod.predefined.mkCrcFun("crc-32c")
+try:  # hardware CRC32C (SSE4.2 / ARMv8), ~10x crcmod's C extension; Beam's TFRecord sink uses it too
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - google-crc32c is a dependency; crcmod comes with Beam
+    import crcmod.predefined
+    _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
 
 class CorruptRecordError(ValueError):
