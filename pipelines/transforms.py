@@ -38,6 +38,7 @@ from schemas.spec import TargetSpec, WindowSpec
 RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
 SEGMENT, PART = "segment", "part"
 Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
+SHARD_BLOCK = 32  # consecutive records of a bundle written to the same shard
 
 
 # DoFns emit (kind, value) pairs that are then split with one filter per kind, rather than
@@ -246,9 +247,11 @@ class DecodeWindows(beam.PTransform):
 class _WritePartsFn(beam.DoFn):
     """Writes each bundle's records straight to part files, one per (split, shard) it touches.
 
-    Records are spread over a split's shards round robin from a random start, so every shard
-    holds windows of many videos. Nothing is buffered: memory stays flat in the dataset's size.
-    Emits (split, shard, part path) once a bundle's files are closed.
+    Records go to a split's shards in blocks of SHARD_BLOCK, round robin from a random start:
+    a long video (or a local runner's one big bundle) spreads over every shard, while a bundle
+    of a few windows (a short clip on Dataflow) opens one file, not one per shard. Nothing is
+    buffered: memory stays flat in the dataset's size. Emits ("split/shard", part path) once a
+    bundle's files are closed.
     """
 
     def __init__(self, parts_dir: str, num_shards: dict[str, int], compression: str):
@@ -256,13 +259,15 @@ class _WritePartsFn(beam.DoFn):
 
     def start_bundle(self):
         self.bundle = uuid.uuid4().hex
-        self.next_shard = {s: random.randrange(n) for s, n in self.num_shards.items()}
+        self.first_shard = {s: random.randrange(n) for s, n in self.num_shards.items()}
+        self.count = dict.fromkeys(self.num_shards, 0)
         self.files = {}
 
     def process(self, record: Record):
         split, data = record
-        shard = self.next_shard[split]
-        self.next_shard[split] = (shard + 1) % self.num_shards[split]
+        n = self.count[split]
+        self.count[split] = n + 1
+        shard = (self.first_shard[split] + n // SHARD_BLOCK) % self.num_shards[split]
         f = self.files.get((split, shard))
         if f is None:
             path = part_path(self.parts_dir, split, shard, self.bundle, self.compression)

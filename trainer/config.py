@@ -34,9 +34,10 @@ class TrainConfig:
       deterministic: TensorFlow op determinism (slower; same seed gives the same weights).
       seed: seed of Python, NumPy, TensorFlow and the input shuffles.
       early_stopping_patience: epochs without val_loss improvement before stopping; 0 turns it off.
-      shuffle_buffer: windows held by the shuffle buffer (when the split is not cached).
+      shuffle_buffer: windows held by the training shuffle buffer; 0 (auto) is the whole split
+        when it is cached and 1024 records when it is streamed from the shards.
       cache_mb: a split whose decoded windows fit in this many MiB is decoded once and kept in
-        memory (then shuffled through `shuffle_buffer` each epoch); 0 always streams from the shards.
+        memory and reshuffled each epoch; 0 always streams from the shards.
       train_split, val_split: split names in metadata.json; val_split "auto" picks
         validation/val/valid/eval if present, "none" trains without validation.
       loss: auto | mse | huber | mae (regression), crossentropy (classification), mse | mae (next_frame).
@@ -74,7 +75,7 @@ class TrainConfig:
     deterministic: bool = False
     seed: int = 0
     early_stopping_patience: int = 5
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = 0
     cache_mb: int = 1024
     train_split: str = "train"
     val_split: str = "auto"
@@ -109,7 +110,7 @@ class TrainConfig:
         _need(self.strategy in STRATEGIES, "strategy", self.strategy, " | ".join(STRATEGIES))
         _need(self.early_stopping_patience >= 0, "early_stopping_patience",
               self.early_stopping_patience, "an integer >= 0")
-        _need(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "an integer >= 1")
+        _need(self.shuffle_buffer >= 0, "shuffle_buffer", self.shuffle_buffer, "an integer >= 0 (0: auto)")
         _need(self.cache_mb >= 0, "cache_mb", self.cache_mb, "an integer >= 0 (0: never cache)")
         _need(self.ssim_weight >= 0, "ssim_weight", self.ssim_weight, "a number >= 0")
         _need(self.class_weights in ("none", "balanced"), "class_weights", self.class_weights,

@@ -14,6 +14,7 @@ from trainer.augment import augment_fn
 
 TARGET_KEYS = {"regression": fk.TARGET, "classification": fk.LABEL, "next_frame": fk.NEXT_FRAMES}
 AUTOTUNE = tf.data.AUTOTUNE
+STREAM_SHUFFLE_BUFFER = 1024  # records (still encoded) in the shuffle buffer when streaming
 
 
 class ShardError(TrainerError):
@@ -55,7 +56,7 @@ def shard_plan(meta: DatasetMetadata, split: str, num_workers: int, global_batch
 
 
 def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch: int,
-                 training: bool, seed: int = 0, shuffle_buffer: int = 1024,
+                 training: bool, seed: int = 0, shuffle_buffer: int = 0,
                  augment: tuple[str, ...] = (), num_workers: int = 1, worker_index: int = 0,
                  deterministic: bool = True, pixel_dtype: tf.DType = tf.uint8,
                  cache: bool = False) -> tf.data.Dataset:
@@ -68,7 +69,8 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
       global_batch: windows per step over all replicas (tf.distribute splits each batch).
       training: shuffle, augment and drop the last partial batch.
       seed: seed of the shuffles and augmentation.
-      shuffle_buffer: records held by the shuffle buffer.
+      shuffle_buffer: windows held by the training shuffle buffer; 0: the whole split when
+        cached, STREAM_SHUFFLE_BUFFER records when streamed.
       augment: augmentation names (see trainer/augment.py); used only when training.
       num_workers: worker processes of a multi-worker run (see shard_plan).
       worker_index: this worker's index among them.
@@ -102,15 +104,15 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
                        deterministic=deterministic)
     if training and not cache:
         # Shuffle before parsing: the buffer then holds compressed records, not decoded frames,
-        # so a large buffer stays cheap. Ingest already spread each video over the shards.
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # so a large buffer stays cheap. Ingest spread long videos over the shards in blocks of 32.
+        ds = ds.shuffle(shuffle_buffer or STREAM_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda s: _frames_and_target(parse(s), key), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
     if cache:
         ds = ds.cache()
         if training:  # the buffer now holds decoded windows, at most the split already in memory
-            ds = ds.shuffle(max(min(shuffle_buffer, meta.num_windows(split)), 1), seed=seed,
-                            reshuffle_each_iteration=True)
+            n = max(meta.num_windows(split), 1)
+            ds = ds.shuffle(min(shuffle_buffer or n, n), seed=seed, reshuffle_each_iteration=True)
     fn = augment_fn(augment, meta.target.task) if training else None
     if fn is not None:
         # Augment after parsing (it works on pixels) and before batching (each window draws its
