@@ -32,7 +32,7 @@ test: setup
 demo: setup
 	$(BIN)/clipforge demo --workdir demo_out
 
-# Benchmarks are not part of `make test`; they add OpenCV for the hand-written baseline.
+# Benchmarks are not part of `make test`; they add OpenCV and TensorFlow Datasets for the baselines.
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench,test,dask]'
 	$(BIN)/python -m benchmarks.run --workdir bench_out
