@@ -86,21 +86,23 @@ def run_ingest(inputs: str, out: str, extra: list[str], stride: int = 8,
     return wall, peak / 2 ** 20
 
 
-def startup_seconds(workdir: str, extra: list[str], cores: Optional[set[int]] = None) -> float:
+def startup_seconds(workdir: str, extra: list[str], cores: Optional[set[int]] = None,
+                    sample_every: float = 0.02) -> float:
     """Wall time of the same ingest on a 1-second clip: imports, pipeline set-up, metadata."""
     d = os.path.join(workdir, "corpus_startup")
     os.makedirs(d, exist_ok=True)
     p = os.path.join(d, "clip.mp4")
     if not os.path.exists(p):
         make_clip(p, 1)
-    return min(run_ingest(d, os.path.join(workdir, "out_startup"), extra, cores=cores)[0] for _ in range(2))
+    return min(run_ingest(d, os.path.join(workdir, "out_startup"), extra, cores=cores, sample_every=sample_every)[0]
+               for _ in range(2))
 
 
 def dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def throughput(workdir: str, seconds: float = 120, clips: int = 4) -> dict:
+def throughput(workdir: str, seconds: float = 300, clips: int = 4) -> dict:
     """Benchmark 1: frames/s of ingest against the bare ffmpeg limit.
 
     Runs: one worker, two workers (multi_processing), one worker held to one core (so the
@@ -128,7 +130,7 @@ def throughput(workdir: str, seconds: float = 120, clips: int = 4) -> dict:
             extra += ["--direct_running_mode", "multi_processing"]
         wall, _ = run_ingest(corpus, os.path.join(workdir, f"out_tp{name}"), extra, stride=stride, cores=cores,
                              sample_every=0.05)
-        startup = startup_seconds(workdir, extra, cores=cores)
+        startup = startup_seconds(workdir, extra, cores=cores, sample_every=0.05)
         res[f"ingest_{name}_wall_s"] = round(wall, 2)
         res[f"ingest_{name}_startup_s"] = round(startup, 2)
         res[f"ingest_{name}_fps"] = round(frames / wall, 1)

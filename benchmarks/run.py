@@ -17,8 +17,8 @@ SUITES = ("throughput", "baselines", "rss", "storage", "input", "train")
 def baselines(workdir: str, seconds: float) -> dict:
     """Benchmark 2: the OpenCV loop and the TFDS Video feature on the throughput corpus.
 
-    Each runs in its own process (imports timed) on one core, then two copies run at once on
-    two cores over half the clips each, as a user would split the work by hand.
+    Each runs as one process (imports timed) over all clips, then as two processes at once over
+    half the clips each, as a user would split the work by hand.
     """
     corpus = os.path.join(workdir, f"corpus_tp{int(seconds)}")
     paths = sorted(os.path.join(corpus, f) for f in os.listdir(corpus))

@@ -19,13 +19,13 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
-from apache_beam.metrics import Metrics
 
 from pipelines.inputs import VideoRef
-from pipelines.output import PARTS_DIR, SHARD_PREFIX, build_metadata, compression_type as _ctype, concat_parts, \
+from pipelines.output import PARTS_DIR, build_metadata, compression_type as _ctype, concat_parts, \
     part_path, remove_beam_temp, shard_path, write_metadata
 from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_decode, plan_video, \
     process_segment, video_windows
@@ -281,18 +281,18 @@ class _WritePartsFn(beam.DoFn):
         self.files = {}
 
 
-def _join_parts(keyed, output_dir: str, num_shards: dict[str, int], compression: str) -> str:
+def _join_parts(keyed, output_dir: str, num_shards: dict[str, int], compression: str) -> tuple[str, str]:
     key, grouped = keyed
     split, shard = key.split("/")
     parts = sorted(set(grouped["parts"]))  # a retried bundle can report a part twice
-    return concat_parts(parts, shard_path(output_dir, split, int(shard), num_shards[split], compression))
+    return split, concat_parts(parts, shard_path(output_dir, split, int(shard), num_shards[split], compression))
 
 
 class WriteShards(beam.PTransform):
     """Writes each split as exactly N TFRecord shards under OUTPUT/<split>/, without a shuffle.
 
-    Each bundle writes its records to part files (round robin over the split's shards) as they
-    are made, so no record is ever held by the runner: peak memory does not grow with the corpus
+    Each bundle writes its records to part files (blocks of SHARD_BLOCK, round robin over the
+    split's shards) as they are made, so no record is ever held by the runner: peak memory does not grow with the corpus
     (a Reshuffle into WriteToTFRecord held every record in memory on the local runners). A
     second step concatenates each shard's parts (valid for TFRecord framing and for gzip members)
     and writes empty shards where a split has fewer records than shards.
@@ -313,11 +313,7 @@ class WriteShards(beam.PTransform):
         shards = ({"parts": parts, "keys": keys | "Key" >> beam.Map(lambda k: (k, None))}
                   | "GroupParts" >> beam.CoGroupByKey()
                   | "JoinParts" >> beam.Map(_join_parts, self.output_dir, self.num_shards, self.compression))
-        return {name: shards | f"Only[{name}]" >> beam.Filter(_in_split, name) for name in self.num_shards}
-
-
-def _in_split(path: str, split: str) -> bool:
-    return f"/{split}/{SHARD_PREFIX}-" in path
+        return _split_by_kind(shards, tuple(self.num_shards))
 
 
 class WriteDeadLetter(beam.PTransform):

@@ -18,7 +18,6 @@ from schemas.png import encode_png
 from schemas.spec import TargetSpec, WindowSpec
 
 
-
 class RecordError(ValueError):
     """A record or frame does not match the dataset spec."""
 

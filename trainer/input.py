@@ -148,6 +148,11 @@ def decoded_bytes(meta: DatasetMetadata, split: str) -> int:
     return meta.num_windows(split) * frames * spec.height * spec.width * spec.channels
 
 
+def fits_cache(meta: DatasetMetadata, split: str, cache_mb: int) -> bool:
+    """Whether a split's decoded windows fit in `cache_mb` MiB (make_dataset's `cache`)."""
+    return decoded_bytes(meta, split) <= cache_mb * 2 ** 20
+
+
 def _frames_and_target(parsed: dict, key: str):
     return parsed[fk.FRAMES], parsed[key]
 

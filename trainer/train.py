@@ -21,7 +21,7 @@ from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, mak
 from trainer.config import TrainConfig
 from trainer.export import export_model
 from trainer.heads import build_model
-from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, make_dataset
+from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, fits_cache, make_dataset
 from trainer.losses import PRIMARY_METRIC, task_loss, task_metrics
 
 VAL_SPLIT_NAMES = ("validation", "val", "valid", "eval")
@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
     decoded = decoded_bytes(meta, cfg.train_split) / 2 ** 20
     log(f"input: {cfg.train_split} split decoded once and cached in memory ({decoded:.1f} MiB)"
-        if decoded <= cfg.cache_mb else f"input: streamed from the shards ({decoded:.0f} MiB decoded is over "
+        if fits_cache(meta, cfg.train_split, cfg.cache_mb) else f"input: streamed from the shards ({decoded:.0f} MiB decoded is over "
         f"cache_mb={cfg.cache_mb})")
 
     with strategy.scope():
@@ -321,7 +321,7 @@ def split_dataset(cfg: TrainConfig, meta: DatasetMetadata, split: str, training:
                       augment=cfg.augmentations(meta.target.task) if training else (),
                       num_workers=role.num_workers, worker_index=role.index,
                       pixel_dtype=tf.int32 if role.num_workers > 1 else tf.uint8,
-                      cache=decoded_bytes(meta, split) <= cfg.cache_mb * 2 ** 20)
+                      cache=fits_cache(meta, split, cfg.cache_mb))
     if role.num_workers == 1:
         # A known length: Keras shows progress, and shards holding fewer records than
         # metadata.json says fail loudly instead of silently shortening every epoch.
