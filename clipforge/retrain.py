@@ -7,20 +7,19 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
+from clipforge import promotion
+# The gate and the blessed pointer live in promotion.py; these names stay importable from here.
+from clipforge.promotion import (HISTORY_FILE, PRIMARY_METRIC, PromoteConfig, PromotionRefused,  # noqa: F401
+                                 blessed_path, current_blessed, gate, promote)
 from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.metadata import METADATA_FILE
 
-# The metric each task is judged on by default; all are "higher is better".
-PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy", "next_frame": "psnr"}
-LOWER_IS_BETTER = {"mae", "rmse", "mse"}
 LOCK_FILE = "retrain.lock"
-HISTORY_FILE = "history.jsonl"
 
 
 class RetrainError(RuntimeError):
@@ -29,22 +28,6 @@ class RetrainError(RuntimeError):
 
 class LockHeld(RetrainError):
     """Another live run holds the lock; this run exits 3 without doing anything."""
-
-
-@dataclasses.dataclass
-class PromoteConfig:
-    """The promotion gate.
-
-    Attributes:
-      metric: a metrics.json `model.<metric>` key; default: the task's primary metric.
-      min_improvement: how much the candidate must beat the blessed model by (in the metric's units).
-      thresholds: absolute bars {metric: value} the candidate must pass (>= for higher-is-better
-        metrics, <= for mae/rmse/mse), also for the first promotion.
-    """
-
-    metric: str = ""
-    min_improvement: float = 0.0
-    thresholds: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -143,58 +126,6 @@ def run_lock(root: str, timeout: float = 0.0, log=print, stale_after: float = 6 
             os.unlink(path)
 
 
-# ---------------- blessed model: a symlink switched atomically ----------------
-def blessed_path(root: str) -> str:
-    return os.path.join(root, "models", "blessed")
-
-
-def current_blessed(root: str) -> Optional[str]:
-    """The export directory `blessed` points at, or None before the first promotion."""
-    link = blessed_path(root)
-    return os.path.realpath(link) if os.path.islink(link) else None
-
-
-def promote(root: str, candidate_export: str, run_id: str) -> str:
-    """Copies the candidate to models/versions/<run_id> and repoints `blessed` in one rename."""
-    versions = os.path.join(root, "models", "versions")
-    os.makedirs(versions, exist_ok=True)
-    final = os.path.join(versions, run_id)
-    tmp = final + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(candidate_export, tmp)
-    os.replace(tmp, final)
-    link_tmp = blessed_path(root) + f".{run_id}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(link_tmp)
-    os.symlink(os.path.relpath(final, os.path.dirname(link_tmp)), link_tmp)
-    os.replace(link_tmp, blessed_path(root))  # rename(2) over the old link: readers see old or new, never half
-    return final
-
-
-# ---------------- the gate ----------------
-def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Optional[dict]) -> tuple[bool, str]:
-    """Decides promotion from metrics.json dicts; returns (promoted, reason)."""
-    metric = promote_cfg.metric or PRIMARY_METRIC[task]
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    cand = candidate.get("model", {}).get(metric)
-    if cand is None:
-        return False, f"candidate has no finite model.{metric}"
-    for name, bar in (promote_cfg.thresholds or {}).items():
-        value = candidate.get("model", {}).get(name)
-        low = name in LOWER_IS_BETTER
-        if value is None or (value > bar if low else value < bar):
-            return False, f"candidate {name}={value} fails the threshold {'<=' if low else '>='} {bar}"
-    if blessed is None:
-        return True, f"first promotion: {metric}={cand:.4f} passes the thresholds"
-    old = blessed.get("model", {}).get(metric)
-    if old is None:
-        return True, f"blessed model has no finite {metric}; candidate {metric}={cand:.4f}"
-    gain = sign * (cand - old)
-    if gain >= promote_cfg.min_improvement and gain > 0:
-        return True, f"{metric} {old:.4f} -> {cand:.4f} (improvement {gain:.4f} >= {promote_cfg.min_improvement})"
-    return False, f"{metric} {old:.4f} -> {cand:.4f}: improvement {gain:.4f} below min_improvement {promote_cfg.min_improvement}"
-
-
 # ---------------- one run ----------------
 def _ingest(cfg: RetrainConfig, log) -> str:
     from pipelines import ingest
@@ -270,18 +201,30 @@ def retrain(cfg: RetrainConfig, log=print) -> dict:
         version = promote(cfg.root, export, run_id) if promoted else None
         decision = {"run_id": run_id, "promoted": promoted, "reason": reason,
                     "metric": promote_cfg.metric or PRIMARY_METRIC[task],
+                    "baseline": promotion.baseline_comparison(task, cand),
+                    "require_beats_baseline": promote_cfg.require_beats_baseline,
                     "dataset": data, "dataset_fingerprint": os.path.basename(data),
                     "candidate": {"export": export, "metrics": cand.get("model")},
                     "blessed_before": {"export": blessed, "metrics": old.get("model") if old else None},
                     "blessed_after": version or blessed, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
         with open(os.path.join(run_dir, "decision.json"), "w", encoding="utf-8") as f:
             json.dump(decision, f, indent=2)
-        with open(os.path.join(cfg.root, "runs", HISTORY_FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps({k: decision[k] for k in ("run_id", "promoted", "reason", "dataset_fingerprint",
-                                                         "blessed_after", "time")}) + "\n")
+        promotion.append_history(cfg.root, {"action": "retrain", "forced": False, **{
+            k: decision[k] for k in ("run_id", "promoted", "reason", "dataset_fingerprint", "blessed_after", "time")}})
         log(f"retrain: {'PROMOTED' if promoted else 'not promoted'}: {reason}")
         log(f"retrain: decision written to {os.path.join(run_dir, 'decision.json')}")
         return decision
+
+
+def _human_action(cfg: RetrainConfig, args, log=print) -> int:
+    """--promote RUN_ID / --rollback under the run lock; 0 done, 2 refused, 3 locked."""
+    os.makedirs(cfg.root, exist_ok=True)
+    with run_lock(cfg.root, cfg.lock_timeout, log, cfg.lock_stale_after):
+        if args.promote is not None:
+            promotion.force_promote(cfg.root, args.promote, log)
+        else:
+            promotion.rollback(cfg.root, log)
+    return 0
 
 
 def run(argv: list[str]) -> int:
@@ -290,10 +233,20 @@ def run(argv: list[str]) -> int:
         description="The scheduled job: ingest into ROOT/datasets/<fingerprint> (reused when finished), train a "
                     "candidate (warm-started from the blessed model when architecture and spec match), evaluate "
                     "it and the blessed model on the test split, and promote it to ROOT/models/blessed only when "
-                    "it beats the blessed one by promote.min_improvement and passes promote.thresholds. Exit 0 "
-                    "whether or not it promoted; 1 when a step failed; 3 when another run holds the lock.")
+                    "its metrics are finite, it beats its baseline (promote.require_beats_baseline), passes "
+                    "promote.thresholds and beats the blessed one by promote.min_improvement. Exit 0 whether or "
+                    "not it promoted; 1 when a step failed; 2 for a bad config or a refused --promote/--rollback; "
+                    "3 when another run holds the lock.")
     parser.add_argument("--config", required=True, metavar="FILE.yaml",
                         help="YAML with root, ingest:, train:, promote: (see README)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--promote", metavar="RUN_ID",
+                        help="instead of a run: bless ROOT/runs/RUN_ID's candidate (a human decision, recorded in "
+                             "history.jsonl with forced: true, who and when), under the lock")
+    action.add_argument("--rollback", action="store_true",
+                        help="instead of a run: re-point blessed to the version blessed before the current one")
+    action.add_argument("--status", action="store_true",
+                        help="print the blessed version, its metrics and the last runs' decisions, and exit")
     args = parser.parse_args(argv)
     try:
         cfg = from_mapping(RetrainConfig, load_yaml(args.config), args.config)
@@ -303,7 +256,15 @@ def run(argv: list[str]) -> int:
         print(f"clipforge retrain: error: {e}", file=sys.stderr)
         return 2
     try:
+        if args.status:
+            print(promotion.status_text(cfg.root))
+            return 0
+        if args.promote is not None or args.rollback:
+            return _human_action(cfg, args)
         retrain(cfg)
+    except PromotionRefused as e:
+        print(f"clipforge retrain: refused: {e}", file=sys.stderr)
+        return 2
     except LockHeld as e:
         print(f"clipforge retrain: {e}", file=sys.stderr)
         return 3
