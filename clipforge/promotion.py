@@ -135,7 +135,7 @@ def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Option
         value = candidate["model"][name]
         low = name in LOWER_IS_BETTER
         if value > bar if low else value < bar:
-            return False, f"candidate {name}={value} fails the threshold {'<=' if low else '>='} {bar}"
+            return False, f"candidate {name}={value} fails the threshold {'<=' if low else '>='} {bar}; {base_note}"
     if blessed is None:
         return True, f"first promotion: {metric}={cand:.4f} passes the thresholds; {base_note}"
     old = blessed["model"][metric]
@@ -144,7 +144,7 @@ def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Option
         return True, (f"{metric} {old:.4f} -> {cand:.4f} (improvement {gain:.4f} >= "
                       f"{promote_cfg.min_improvement}); {base_note}")
     return False, (f"{metric} {old:.4f} -> {cand:.4f}: improvement {gain:.4f} below min_improvement "
-                   f"{promote_cfg.min_improvement}")
+                   f"{promote_cfg.min_improvement}; {base_note}")
 
 
 # ---------------- blessed model: a symlink switched atomically ----------------

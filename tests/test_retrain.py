@@ -135,6 +135,7 @@ def test_a_first_run_that_beats_its_baseline_is_blessed_and_a_worse_one_keeps_it
     assert retrain.current_blessed(root) == blessed and _tree_digest(blessed) == runs["before"]["digest"]
     second = runs["second"]
     assert second["promoted"] is False and "below min_improvement" in second["reason"]
+    assert "of the copy-last baseline" in second["reason"]
     assert second["blessed_before"]["metrics"]["psnr"] is not None and second["candidate"]["metrics"]["psnr"] is not None
     assert [d["run_id"] for d in _decisions(root)] == [first["run_id"], second["run_id"]]
     history = _history(root)
@@ -229,7 +230,8 @@ def test_gate_decisions():
     good = _regression(0.2, mae=2.0)
     assert gate("regression", cfg, good, None)[0] is True
     assert gate("regression", cfg, _regression(0.6, mae=2.0), None) == (
-        False, "candidate r2=0.4 fails the threshold >= 0.5")
+        False, "candidate r2=0.4 fails the threshold >= 0.5; beats the baseline: MSE 0.6 < 1 of the "
+               "training-mean baseline (skill 0.4)")
     assert gate("regression", cfg, _regression(0.2, mae=3.5), None)[1].startswith("candidate mae=3.5 fails")
     assert gate("regression", cfg, good, _regression(0.22))[0] is False   # +0.02 < 0.05
     assert gate("regression", cfg, good, _regression(0.3))[0] is True     # +0.10
