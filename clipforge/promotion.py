@@ -12,6 +12,8 @@ import shutil
 import socket
 from typing import Optional
 
+from schemas.configs import ConfigError
+
 # The metric each task is judged on by default; all are "higher is better".
 PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy", "next_frame": "psnr"}
 LOWER_IS_BETTER = {"mae", "rmse", "mse"}
@@ -42,6 +44,15 @@ class PromoteConfig:
     thresholds: dict = dataclasses.field(default_factory=dict)
     require_beats_baseline: bool = True
 
+    def check(self) -> "PromoteConfig":
+        """Raises ConfigError for a bar that is not a finite number (NaN would pass every comparison)."""
+        if not finite(self.min_improvement):
+            raise ConfigError(f"promote.min_improvement={self.min_improvement!r}: expected a finite number")
+        for name, bar in (self.thresholds or {}).items():
+            if not finite(bar):
+                raise ConfigError(f"promote.thresholds.{name}={bar!r}: expected a finite number")
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class BaselineRule:
@@ -50,15 +61,16 @@ class BaselineRule:
     name: str
     metric: str
     section: str
+    label: str
     lower_is_better: bool = False
 
 
 # The honest baseline evaluate scores beside the model, per task. Regression compares MSE, which is
 # the same as skill > 0 (skill = 1 - MSE_model / MSE_baseline).
 BASELINES = {
-    "regression": BaselineRule("training-mean baseline", "mse", "baseline", lower_is_better=True),
-    "classification": BaselineRule("majority-class baseline", "accuracy", "baseline"),
-    "next_frame": BaselineRule("copy-last baseline", "psnr", "baseline_copy_last"),
+    "regression": BaselineRule("training-mean baseline", "mse", "baseline", "MSE", lower_is_better=True),
+    "classification": BaselineRule("majority-class baseline", "accuracy", "baseline", "accuracy"),
+    "next_frame": BaselineRule("copy-last baseline", "psnr", "baseline_copy_last", "PSNR"),
 }
 
 
@@ -72,14 +84,20 @@ def _fmt(value) -> str:
 
 
 def baseline_comparison(task: str, metrics: dict) -> Optional[dict]:
-    """{name, metric, model, baseline, beats} for a candidate's metrics.json; None for a task without a rule."""
+    """How a candidate's metrics.json stands against its task's baseline.
+
+    Returns:
+      {name, metric, label, model, baseline, beats} (+ skill for regression); None for a task
+      without a rule in BASELINES.
+    """
     rule = BASELINES.get(task)
     if rule is None:
         return None
     model = metrics.get("model", {}).get(rule.metric)
     base = (metrics.get(rule.section) or {}).get(rule.metric)
     beats = finite(model) and finite(base) and (model < base if rule.lower_is_better else model > base)
-    out = {"name": rule.name, "metric": rule.metric, "model": model, "baseline": base, "beats": bool(beats)}
+    out = {"name": rule.name, "metric": rule.metric, "label": rule.label, "model": model, "baseline": base,
+           "beats": bool(beats)}
     if task == "regression":
         out["skill"] = metrics.get("skill")
     return out
@@ -87,7 +105,7 @@ def baseline_comparison(task: str, metrics: dict) -> Optional[dict]:
 
 def _baseline_text(cmp: dict) -> str:
     op = ("<" if cmp["metric"] in LOWER_IS_BETTER else ">") if cmp["beats"] else "vs"
-    text = f"{cmp['metric'].upper()} {_fmt(cmp['model'])} {op} {_fmt(cmp['baseline'])} of the {cmp['name']}"
+    text = f"{cmp['label']} {_fmt(cmp['model'])} {op} {_fmt(cmp['baseline'])} of the {cmp['name']}"
     return text + (f" (skill {_fmt(cmp['skill'])})" if "skill" in cmp else "")
 
 
@@ -256,6 +274,14 @@ def run_metrics(root: str, run_id: str) -> Optional[dict]:
         return None
 
 
+def _run_decision(root: str, run_id: str) -> dict:
+    try:
+        with open(os.path.join(root, "runs", run_id, "decision.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 def _has_model(path: str) -> bool:
     return os.path.exists(os.path.join(path, "saved_model.pb"))
 
@@ -281,7 +307,7 @@ def force_promote(root: str, run_id: str, log=print) -> Optional[dict]:
                                f"runs with an export: {', '.join(known[-5:]) or 'none'}")
     metrics = run_metrics(root, run_id)
     if metrics is not None:
-        metric = PRIMARY_METRIC.get(metrics.get("task"))
+        metric = _run_decision(root, run_id).get("metric") or PRIMARY_METRIC.get(metrics.get("task"))
         why = _nonfinite_reason(f"run {run_id}'s candidate", metrics, [metric] if metric else [])
         if why:
             raise PromotionRefused(why + ", not even by --promote")

@@ -174,7 +174,7 @@ def _warm_start(blessed: Optional[str], data: str, arch: str, log) -> Optional[s
 def retrain(cfg: RetrainConfig, log=print) -> dict:
     """Runs one retrain under the lock; returns the decision written to runs/<run id>/decision.json."""
     cfg.check()
-    promote_cfg = from_mapping(PromoteConfig, cfg.promote, "promote")
+    promote_cfg = from_mapping(PromoteConfig, cfg.promote, "promote").check()
     os.makedirs(cfg.root, exist_ok=True)
     with run_lock(cfg.root, cfg.lock_timeout, log, cfg.lock_stale_after):
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
@@ -251,7 +251,7 @@ def run(argv: list[str]) -> int:
     try:
         cfg = from_mapping(RetrainConfig, load_yaml(args.config), args.config)
         cfg.check()
-        from_mapping(PromoteConfig, cfg.promote, "promote")
+        from_mapping(PromoteConfig, cfg.promote, "promote").check()
     except ConfigError as e:
         print(f"clipforge retrain: error: {e}", file=sys.stderr)
         return 2

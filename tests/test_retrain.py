@@ -99,11 +99,13 @@ def test_a_first_run_that_loses_to_its_baseline_is_not_promoted_and_the_switch_t
     metrics = json.load(open(os.path.join(root, "runs", decision["run_id"], "eval_candidate", "metrics.json")))
     assert metrics["skill"] < 0 and metrics["model"]["mse"] > metrics["baseline"]["mse"]
     base = decision["baseline"]
-    assert base == {"name": "training-mean baseline", "metric": "mse", "model": metrics["model"]["mse"],
-                    "baseline": metrics["baseline"]["mse"], "beats": False, "skill": metrics["skill"]}
+    assert base == {"name": "training-mean baseline", "metric": "mse", "label": "MSE",
+                    "model": metrics["model"]["mse"], "baseline": metrics["baseline"]["mse"], "beats": False,
+                    "skill": metrics["skill"]}
     assert decision["promoted"] is False and decision["blessed_after"] is None
     reason = decision["reason"]
-    assert "training-mean baseline" in reason and f"{base['model']:.6g}" in reason and f"{base['baseline']:.6g}" in reason
+    assert "training-mean baseline" in reason
+    assert f"{base['model']:.6g}" in reason and f"{base['baseline']:.6g}" in reason
 
     # The same kind of candidate with the rule switched off: the first promotion passes (no thresholds).
     off = dict(regression_cfg, promote={"metric": "r2", "require_beats_baseline": False})
@@ -136,7 +138,8 @@ def test_a_first_run_that_beats_its_baseline_is_blessed_and_a_worse_one_keeps_it
     second = runs["second"]
     assert second["promoted"] is False and "below min_improvement" in second["reason"]
     assert "of the copy-last baseline" in second["reason"]
-    assert second["blessed_before"]["metrics"]["psnr"] is not None and second["candidate"]["metrics"]["psnr"] is not None
+    assert second["blessed_before"]["metrics"]["psnr"] is not None
+    assert second["candidate"]["metrics"]["psnr"] is not None
     assert [d["run_id"] for d in _decisions(root)] == [first["run_id"], second["run_id"]]
     history = _history(root)
     assert [(h["promoted"], h["forced"]) for h in history] == [(True, False), (False, False)]
@@ -259,7 +262,7 @@ def test_gate_baseline_rule_per_task_and_its_switch():
         return {"task": "classification", "model": {"accuracy": acc}, "baseline": {"accuracy": base,
                                                                                    "majority_class": "left"}}
     promoted, reason = gate("classification", on, clf(0.25, 0.25), None)
-    assert not promoted and "ACCURACY 0.25 vs 0.25 of the majority-class baseline" in reason
+    assert not promoted and "accuracy 0.25 vs 0.25 of the majority-class baseline" in reason
     assert gate("classification", on, clf(0.3, 0.25), None)[0] is True
     assert gate("classification", on, clf(0.9, 0.25), clf(0.8, 0.25))[0] is True
 
@@ -340,6 +343,9 @@ def test_config_errors_name_the_field(tmp_path, capsys):
     cfg = _write(tmp_path, "bad3.yaml", dict(base, promote={"require_beats_baseline": "sometimes"}))
     assert retrain.run(["--config", cfg, "--status"]) == 2
     assert "promote.require_beats_baseline" in capsys.readouterr().err
+    cfg = _write(tmp_path, "bad4.yaml", dict(base, promote={"thresholds": {"r2": float("nan")}}))
+    assert retrain.run(["--config", cfg]) == 2
+    assert "promote.thresholds.r2=nan: expected a finite number" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         retrain.run(["--config", cfg, "--rollback", "--promote", "x"])
     assert "not allowed with argument" in capsys.readouterr().err
