@@ -66,7 +66,9 @@ class BaselineRule:
 
 
 # The honest baseline evaluate scores beside the model, per task. Regression compares MSE, which is
-# the same as skill > 0 (skill = 1 - MSE_model / MSE_baseline).
+# the same as skill > 0 (skill = 1 - MSE_model / MSE_baseline). A task missing here is never
+# promoted while require_beats_baseline is on: a new task (multi-label: mAP against the class-prior
+# baseline) adds its row with its evaluate metrics.
 BASELINES = {
     "regression": BaselineRule("training-mean baseline", "mse", "baseline", "MSE", lower_is_better=True),
     "classification": BaselineRule("majority-class baseline", "accuracy", "baseline", "accuracy"),
