@@ -7,14 +7,19 @@ from typing import Iterator, Optional
 import ffmpeg
 import numpy as np
 
-from pipelines.probe import DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError, file_arg
+from pipelines.probe import (DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError, VideoInfo,
+                             file_arg, header_info)
 from pipelines.process import ToolProcess
 from schemas.spec import WindowSpec
+
+from pipelines.decoder import Decoder, default_decoder, resolve
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 PIX_FMTS = {1: "gray", 3: "rgb24"}
 # Global options go before everything else: ffmpeg ignores options that trail the output.
 FFMPEG_GLOBAL = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
+# The same at info level, each line tagged with its level: the input dump is the probe (FrameStream).
+FFMPEG_GLOBAL_HEADER = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
 # Area averaging: the sharpest honest downscale, and the same pixels every run.
 SCALE_FLAGS = "area"
 _INPUT = "file:input"
@@ -22,7 +27,7 @@ _INPUT = "file:input"
 
 def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: int = 0,
                 formats: tuple[str, ...] = DEFAULT_FORMATS, seek: float = 0.0, lead: float = 0.0,
-                stop_after: int = 0) -> list[str]:
+                stop_after: int = 0, header: bool = False, max_pixels: int = 0) -> list[str]:
     """The ffmpeg command that writes `path` as raw frames of `spec` to stdout.
 
     One filter graph does everything: `fps` resamples to a constant rate first (so later
@@ -45,6 +50,9 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
       lead: seconds after `seek` that are decoded but dropped by the fps filter (its
         start_time), so that a seek landing a little late still starts on the right frame.
       stop_after: stop after this many output frames (`-frames:v`); 0 reads to the end.
+      header: print the input dump first, every line tagged with its level (FrameStream's
+        `check`); otherwise only errors are printed.
+      max_pixels: the decoder refuses frames larger than this (its own `max_pixels`); 0: no limit.
 
     Returns:
       The argument list (no shell involved): the input is always a plain local file
@@ -58,6 +66,8 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
     # -noaccurate_seek keeps the frames decoded between the keyframe and `seek`, so the fps
     # filter can pick, for its first output time, the same source frame as a full decode.
     seeking = {"ss": repr(float(seek)), "noaccurate_seek": None} if seek > 0 else {}
+    if max_pixels > 0:
+        seeking["max_pixels"] = int(max_pixels)
     stream = ffmpeg.input(_INPUT, protocol_whitelist=PROTOCOL_WHITELIST, format_whitelist=",".join(formats),
                           threads=threads, **seeking)
     if seek > 0:
@@ -78,7 +88,8 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
         stream = stream.filter("crop", w, h)
     bound = {"frames:v": int(stop_after)} if stop_after > 0 else {}
     out = stream.output("pipe:", format="rawvideo", pix_fmt=PIX_FMTS[spec.channels], **bound)
-    return [file_arg(path) if a == _INPUT else a for a in out.compile(cmd=list(FFMPEG_GLOBAL))]
+    glob = FFMPEG_GLOBAL_HEADER if header else FFMPEG_GLOBAL
+    return [file_arg(path) if a == _INPUT else a for a in out.compile(cmd=list(glob))]
 
 
 class FrameStream:
@@ -99,13 +110,23 @@ class FrameStream:
       limits: the allowed formats and the longest duration; a file whose header understates
         its length is stopped after `max_duration * fps` frames. None for the defaults.
       seek, lead, stop_after: decode one time segment only (see `ffmpeg_args`).
+      decoder: the ffmpeg to run; None for the default one (pipelines/decoder.py).
+      check: the decoding ffmpeg is also the probe (one process per video): before the first
+        frame is read, its input dump is checked against `limits` as `probe_video` checks
+        ffprobe's answers, and a file outside them raises the same VideoError (stage "probe")
+        with ffmpeg killed. Until then ffmpeg can run at most a 64 KB pipe ahead, and its decoder
+        refuses any frame above --max-pixels (ffmpeg's own max_pixels), so a pixel bomb is not
+        decoded even then. `info` holds what the header said.
     """
 
     def __init__(self, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int = 0,
                  limits: Optional[ProbeLimits] = None, seek: float = 0.0, lead: float = 0.0,
-                 stop_after: int = 0):
+                 stop_after: int = 0, decoder: Optional[Decoder] = None, check: bool = False):
         limits = limits or DEFAULT_LIMITS
-        self.args = ffmpeg_args(path, spec, resize, threads, limits.formats, seek, lead, stop_after)
+        self.path, self.limits, self.decoder, self.check = path, limits, decoder, check
+        self.args = ffmpeg_args(path, spec, resize, threads, limits.formats, seek, lead, stop_after, header=check,
+                                max_pixels=limits.max_pixels if check else 0)
+        self.info: Optional[VideoInfo] = None
         self.shape = spec.frame_shape
         self.timeout = timeout
         self.max_duration = limits.max_duration
@@ -117,9 +138,17 @@ class FrameStream:
     def __iter__(self) -> Iterator[np.ndarray]:
         size = int(np.prod(self.shape))
         ended = too_long = False
-        with ToolProcess(self.args, self.timeout) as tp:
+        if self.decoder is None:
+            self.decoder = resolve(default_decoder())
+        with ToolProcess([self.decoder.ffmpeg, *self.args[1:]], self.timeout, header=self.check) as tp:
             self.process = tp
             try:
+                if self.check:
+                    head = tp.header(self.timeout)
+                    self.info = header_info(head or b"", self.path, tp.stderr_tail(), self.limits, self.decoder,
+                                            self.timeout, tp.timed_out or head is None)
+                    self.limits.check(self.info)
+                    tp.widen_pipe()
                 while True:
                     buf = tp.stdout.read(size)
                     if len(buf) < size:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 import time
 
@@ -11,6 +10,7 @@ import apache_beam as beam
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import IngestConfig, SetupError, parse_config
+from pipelines.decoder import Decoder, DecoderError, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.labels import load_labels
 from pipelines.probe import ProbeLimits, VideoError, probe_video
@@ -37,6 +37,7 @@ class IngestPlan:
       staging: where shards are written and where the dataset ends up.
       num_shards: {split: shard count}.
       fingerprint: hash of inputs and config.
+      decoder: the decoder resolved here, which every worker must also run (metadata.json names it).
     """
 
     config: IngestConfig
@@ -46,16 +47,17 @@ class IngestPlan:
     staging: out_dir.Staging
     num_shards: dict[str, int]
     fingerprint: str
+    decoder: Decoder
 
 
-def _corpus_seconds(videos: list[VideoRef], timeout: float, limits: ProbeLimits) -> float:
+def _corpus_seconds(videos: list[VideoRef], timeout: float, limits: ProbeLimits, decoder: Decoder) -> float:
     """Estimates the corpus duration from a few probed videos and every video's size."""
     local = [v for v in videos if is_local(v.path)]
     step = max(1, len(local) // SHARD_SAMPLE)
     seconds = size = 0.0
     for v in local[::step][:SHARD_SAMPLE]:
         try:
-            info = probe_video(v.path, min(timeout, 30), limits)
+            info = probe_video(v.path, min(timeout, 30), limits, decoder)
         except VideoError:
             continue
         if info.duration and v.size:
@@ -68,13 +70,13 @@ def prepare(config: IngestConfig) -> IngestPlan:
     """Runs every set-up check, cheapest first, then creates the staging directory.
 
     Raises:
-      SetupError: ffmpeg missing, no input matched, labels unreadable or inconsistent, output
+      SetupError: the decoder missing, no input matched, labels unreadable or inconsistent, output
         existing (without --overwrite) or not writable.
     """
-    missing = [t for t in ("ffmpeg", "ffprobe") if shutil.which(t) is None]
-    if missing:
-        raise SetupError(f"{' and '.join(missing)} not found on PATH: install ffmpeg "
-                         "(apt-get install ffmpeg, brew install ffmpeg), or run `make setup`")
+    try:
+        decoder = resolve(config.decoder)
+    except DecoderError as e:
+        raise SetupError(str(e)) from None
     refs, listed_missing = list_videos(config.input)
     videos, dups = split_duplicates(refs)
     rejected = [DeadLetter(d.path, d.video_id, "read", f"video id {d.video_id!r} is also {kept.path}, "
@@ -92,15 +94,16 @@ def prepare(config: IngestConfig) -> IngestPlan:
                          max_duration=config.max_duration)
     job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=config.split_names,
                    split_fractions=tuple(config.splits), labels=labels, timeout=config.video_timeout,
-                   threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds)
+                   threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
+                   decoder=config.decoder)
     if config.num_shards:
         counts = [config.num_shards] * len(config.splits)
     else:
-        counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout, limits), spec,
+        counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout, limits, decoder), spec,
                                              job.horizon, tuple(config.splits), config.compression)
     staging = out_dir.prepare_output(config.output, config.overwrite)
     return IngestPlan(config, job, videos, rejected, staging, dict(zip(config.split_names, counts)),
-                      fingerprint(refs, config.to_dict(data_only=True), config.labels))
+                      fingerprint(refs, config.to_dict(data_only=True), config.labels), decoder)
 
 
 def dataset_fingerprint(argv: list[str]) -> str:
@@ -122,7 +125,7 @@ def build_pipeline(p: beam.Pipeline, plan: IngestPlan) -> None:
     """Adds the ingest stages to `p`, writing under `plan.staging.work`."""
     work = plan.staging.work
     videos = p | "ReadVideos" >> ReadVideos(plan.videos)
-    made = videos | "MakeRecords" >> MakeRecords(plan.job)
+    made = videos | "MakeRecords" >> MakeRecords(plan.job, plan.decoder.describe())
     shards = made["records"] | "WriteShards" >> WriteShards(work, plan.num_shards, plan.config.compression)
     rejected = p | "ListingRejects" >> beam.Create(plan.rejected)
     dead = (made[DEAD_LETTER], rejected) | "AllDeadLetters" >> beam.Flatten()
@@ -130,7 +133,7 @@ def build_pipeline(p: beam.Pipeline, plan: IngestPlan) -> None:
     finished = {SUMMARY: made[SUMMARY], "dead_counts": dead_out["counts"], "dead_files": dead_out["files"],
                 **{f"shards/{s}": files for s, files in shards.items()}}
     _ = finished | "WriteMetadata" >> WriteMetadata(work, plan.job.spec, plan.job.target, plan.config.to_dict(),
-                                                    plan.fingerprint)
+                                                    plan.fingerprint, plan.decoder.describe())
 
 
 def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:

@@ -238,8 +238,10 @@ def remove_beam_temp(work: str) -> None:
 
 
 def build_metadata(work: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str,
-                   split_names: list[str], stats: DatasetStats, dead_counts: dict[str, int]) -> DatasetMetadata:
-    """Assembles metadata.json from what the sinks wrote: shards (counted), stats, dead letters."""
+                   split_names: list[str], stats: DatasetStats, dead_counts: dict[str, int],
+                   decoder: dict | None = None) -> DatasetMetadata:
+    """Assembles metadata.json from what the sinks wrote: shards (counted), stats, dead letters, and the
+    decoder build every worker checked it ran (`Decoder.describe()`)."""
     compression = config.get("compression", "none")
     splits = {}
     for name in split_names:
@@ -253,7 +255,7 @@ def build_metadata(work: str, spec: WindowSpec, target: TargetSpec, config: dict
         dead_letter={"count": int(sum(dead_counts.values())), "path": DEAD_LETTER_FILE,
                      "reasons": dict(sorted(dead_counts.items()))},
         stats=stats.to_stats(target.task, spec.channels, len(target.outputs), len(target.classes)),
-        config=config, fingerprint=fingerprint, compression=compression,
+        config=config, fingerprint=fingerprint, compression=compression, decoder=dict(decoder or {}),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 

@@ -19,6 +19,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import SetupError
+from pipelines.decoder import DECODERS, DecoderError, default_decoder, resolve
 from pipelines.inputs import list_videos, split_duplicates
 from pipelines.probe import ProbeLimits
 from pipelines.records import VideoWindow
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-seconds", type=float, default=300.0,
                    help="decode local videos longer than ~1.5x this as segments of about this length, in parallel "
                         "on several workers, with exactly the windows of a whole decode (default 300; 0 never splits)")
+    p.add_argument("--decoder", choices=DECODERS,
+                   help="bundled (the imageio-ffmpeg wheel's static ffmpeg) or system (ffmpeg/ffprobe from PATH); "
+                        "default: the one the model's dataset was ingested with")
     return p
 
 
@@ -238,6 +242,11 @@ def run(argv: list[str]) -> int:
             raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
                              "number of seconds")
         meta, card = load_export_metadata(args.model)
+        decoder = args.decoder or meta.config.get("decoder") or default_decoder()
+        try:
+            resolve(decoder)
+        except DecoderError as e:
+            raise SetupError(str(e)) from None
         options = pipeline_options(beam_args)
         refs, missing = list_videos(args.input)
         videos, _ = split_duplicates(refs)
@@ -254,7 +263,8 @@ def run(argv: list[str]) -> int:
         with create_pipeline(options) as p:
             decoded = (p | "ReadVideos" >> ReadVideos(videos)
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
-                                                          limits=limits, segment_seconds=args.segment_seconds))
+                                                          limits=limits, segment_seconds=args.segment_seconds,
+                                                          decoder=decoder))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size)
             _ = rows | "Write" >> WritePredictions(staging.work, target)
             _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)

@@ -1,4 +1,4 @@
-"""ffprobe a local video file and check its answers against the limits before any decode."""
+"""Probe a local video file (ffprobe, or the bundled ffmpeg's stream header) and check it against the limits."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,8 @@ import re
 from fractions import Fraction
 from typing import Optional
 
-from pipelines.process import run_tool
+from pipelines.decoder import Decoder, default_decoder, resolve
+from pipelines.process import ToolProcess, run_tool
 
 # Only the file protocol: whatever a file refers to, ffmpeg cannot open a network connection
 # or another protocol's resource (pipe:, fd:, subfile:, data:, http:, tcp:...).
@@ -24,6 +25,16 @@ DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD
 DEFAULT_MAX_DURATION = 6 * 3600.0  # seconds
 MAX_SOURCE_FPS = 1000.0  # above this a header's frame rate is taken as broken or hostile
 _NOT_ON_WHITELIST = re.compile(r"\[([\w,]+) @ 0x[0-9a-fA-F]+\] Format not on whitelist")
+# ffmpeg 7+ names its input context, not the demuxer, in that line; the debug line before it names the demuxer.
+_PROBED = re.compile(rb"\] \[debug\] Format ([\w,]+) probed with size=")
+_HLS_DECLINED = "Not detecting m3u8/hls with non standard extension"
+# Lines of ffmpeg's input dump (av_dump_format), as printed at -loglevel level+info.
+_DURATION = re.compile(rb"\[info\]   Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N/A)")
+_STREAM = re.compile(rb"\[info\]   Stream #0:\d+[^:]*: (\w+): (.*)")
+_SIZE = re.compile(rb", (\d+)x(\d+)\b")
+# The decoder's own -max_pixels refusal, when the header's frame size is above it (FrameStream's check).
+_MAX_PIXELS = re.compile(rb"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+_RATE = re.compile(rb", (\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
 
 
 class VideoError(Exception):
@@ -51,6 +62,7 @@ class VideoInfo:
     frames: Optional[int]
     codec: str
     format_name: str
+    time_base: Optional[Fraction] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,13 +152,18 @@ def _number(text, cast=float):
     return v if v > 0 else None
 
 
-def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None) -> VideoInfo:
+def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None,
+                decoder: Optional[Decoder] = None) -> VideoInfo:
     """Probes a local file and checks it against the limits.
 
     Args:
       path: a local file path.
-      timeout: wall-clock seconds before ffprobe is killed.
+      timeout: wall-clock seconds before the probing process is killed.
       limits: the checks to apply; None for the defaults (DEFAULT_LIMITS).
+      decoder: None for the default one (pipelines/decoder.py). The system decoder asks
+        ffprobe; the bundled one, which has no ffprobe,
+        runs its ffmpeg on the input alone (no output, nothing decoded but what ffprobe decodes
+        too) and reads the stream header it prints (`header_info`).
 
     Returns:
       The VideoInfo of the first video stream.
@@ -156,6 +173,14 @@ def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None)
         no_video_stream / too_many_pixels / too_long / bad_frame_rate.
     """
     limits = limits or DEFAULT_LIMITS
+    decoder = decoder or resolve(default_decoder())
+    if decoder.one_process:
+        with ToolProcess(header_probe_args(decoder.ffmpeg, path, limits.formats), timeout, header=True) as tp:
+            head = tp.header(timeout)
+            tp.close(wait=True)
+        info = header_info(head or b"", path, tp.stderr_tail(), limits, decoder, timeout, tp.timed_out)
+        limits.check(info)
+        return info
     rc, out, err, timed_out = run_tool(probe_args(path, limits.formats), timeout)
     if timed_out:
         raise VideoError("probe", "timeout", f"ffprobe did not finish in {timeout:g}s", err)
@@ -186,3 +211,93 @@ def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None)
                      format_name=str(fmt.get("format_name", "")))
     limits.check(info)
     return info
+
+
+def header_probe_args(ffmpeg: str, path: str, formats: tuple[str, ...], level: str = "info") -> list[str]:
+    """The bundled decoder's probe: its ffmpeg on the input alone, printing the input dump."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", f"level+{level}", "-protocol_whitelist",
+            PROTOCOL_WHITELIST, "-format_whitelist", ",".join(formats), "-i", file_arg(path)]
+
+
+def _refused_format(decoder: Decoder, path: str, formats: tuple[str, ...], timeout: float,
+                    force: str = "") -> tuple[str, str]:
+    """The demuxer ffmpeg detected (or FORCE) in a file its -format_whitelist refuses, and its stderr.
+
+    Asked of ffmpeg at debug level, which names the demuxer it probed; only on that path, and the
+    same whitelist refuses the file again before any demuxer opens it.
+    """
+    args = header_probe_args(decoder.ffmpeg, path, formats, "debug")
+    if force:
+        args[-2:-2] = ["-f", force]
+    with ToolProcess(args, timeout, header=True) as tp:
+        head = tp.header(timeout) or b""
+        tp.close(wait=True)
+    m = _PROBED.search(head)
+    return force or (m.group(1).decode("ascii") if m else "unknown"), tp.stderr_tail()
+
+
+def _rate_text(number: bytes, kilo: bytes) -> float:
+    return float(number) * (1000 if kilo else 1)
+
+
+def header_info(head: bytes, path: str, errors: str, limits: ProbeLimits, decoder: Decoder, timeout: float,
+                timed_out: bool = False) -> VideoInfo:
+    """The VideoInfo of ffmpeg's input dump (the stream header it prints before decoding).
+
+    Only lines after the exact `Input #0, <format>, from '<file: name>':` line are read, and
+    only at the dump's own indentation, so neither a file name nor a metadata value (whose
+    continuation lines ffmpeg indents further) can pass for a stream or a duration.
+
+    Args:
+      head: ffmpeg's stderr up to the end of its input dump (`ToolProcess.header`).
+      path: the file given to ffmpeg.
+      errors: ffmpeg's error lines (the stderr tail), for the dead letter.
+      limits: for the formats ffmpeg was allowed (to name a refused one).
+      decoder, timeout: to ask ffmpeg which format it refused.
+      timed_out: the process was killed by the timeout.
+
+    Raises:
+      VideoError: stage "probe", kind timeout / format_not_allowed / probe_failed / no_video_stream.
+    """
+    if timed_out:
+        raise VideoError("probe", "timeout", f"ffmpeg did not print the stream header in {timeout:g}s", errors)
+    marker = b", from '" + os.fsencode(file_arg(path)) + b"':"
+    start = head.find(b"[info] Input #0, ")
+    end = head.find(marker, start) if start >= 0 else -1
+    if end < 0:
+        name = ""
+        if "Format not on whitelist" in errors:
+            name, _ = _refused_format(decoder, path, limits.formats, timeout)
+        elif _HLS_DECLINED in errors and "hls" not in limits.formats:
+            # ffmpeg 7+ declines to detect a playlist not named .m3u8; named as one, it is refused unread
+            name, refused = _refused_format(decoder, path, limits.formats, timeout, force="hls")
+            name, errors = (name, refused) if "Format not on whitelist" in refused else ("", errors)
+        if name:
+            raise VideoError("probe", "format_not_allowed", f"container format {name!r} is not in --formats "
+                             f"({limits.format_whitelist}); it was refused before being read", errors)
+        lines = [l for l in errors.strip().splitlines() if "Error opening input file" not in l]
+        raise VideoError("probe", "probe_failed", "ffmpeg cannot read the file: "
+                         + (lines[-1] if lines else "no stream header"), errors)
+    format_name = head[start + len(b"[info] Input #0, "):end].decode("utf-8", "replace")
+    duration, streams = None, []
+    for line in head[end + len(marker):].split(b"\n"):
+        m = _DURATION.match(line)
+        if m and m.group(1) is not None:
+            duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+        m = _STREAM.match(line)
+        if m:
+            streams.append((m.group(1).decode("ascii").lower(), m.group(2)))
+    video = [rest for kind, rest in streams if kind == "video"]
+    if not video:
+        kinds = sorted({kind for kind, _ in streams})
+        raise VideoError("probe", "no_video_stream", f"no video stream (streams: {', '.join(kinds) or 'none'})",
+                         errors)
+    rest = video[0]
+    size = _SIZE.search(rest) or _MAX_PIXELS.search(errors.encode("utf-8", "replace"))
+    if not size or not int(size.group(1)) or not int(size.group(2)):
+        raise VideoError("probe", "no_video_stream", "the video stream reports no frame size", errors)
+    rates = {kind: _rate_text(n, k) for n, k, kind in _RATE.findall(rest)}
+    fps = rates.get(b"fps") or rates.get(b"tbr")
+    return VideoInfo(width=int(size.group(1)), height=int(size.group(2)), fps=fps if fps and fps > 0 else None,
+                     duration=duration if duration and duration > 0 else None, frames=None,
+                     codec=re.match(rb"\w*", rest).group(0).decode("ascii"), format_name=format_name)

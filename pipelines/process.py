@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,11 @@ STDERR_TAIL_BYTES = 1024
 # A bigger stdout pipe lets ffmpeg decode ahead while Python encodes (the default 64 KB holds
 # less than two 112x112 rgb frames, which keeps the two processes in lockstep).
 PIPE_BYTES = 1 << 20
+# With `-loglevel level+info` every line starts with its contexts and its level: "[h264 @ 0x..] [error] ...".
+_LEVEL = re.compile(rb"(?:\[[^\]\n]* @ 0x[0-9a-fA-F]+\] )*\[(trace|debug|verbose|info|warning|error|fatal|panic)\] ")
+_ERROR_LEVELS = (b"error", b"fatal", b"panic")
+HEADER_END = b"[info] Stream mapping:"  # ffmpeg prints it after the input dump, as decoding starts
+HEAD_BYTES = 64 << 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,29 +55,43 @@ class ToolProcess:
     kills the group after `timeout` seconds of wall clock; `close` kills it too, whether the
     child ended, failed or is still running, before reaping it. Use as a context manager.
 
+    With `header=True` the child is an ffmpeg run at `-loglevel level+info`: the lines before
+    HEADER_END (its input dump: container, duration, streams) are kept apart for `header()`,
+    and only lines at level error and above go to the stderr tail, without their level tag,
+    as `-loglevel error` would print them.
+
     Args:
       args: the command as an argument list (never a shell string).
       timeout: wall-clock seconds before the process group is killed; None for no limit.
+      header: split ffmpeg's stderr into its input dump and its errors (see above).
     """
 
-    def __init__(self, args: Sequence[str], timeout: float | None):
+    def __init__(self, args: Sequence[str], timeout: float | None, header: bool = False):
         self.args = list(args)
         self.timed_out = False
         self._tail = b""
+        self._head: list[bytes] = []
+        self._head_bytes = 0
+        self._header_done = threading.Event()
         self._lock = threading.Lock()
         self._reap_lock = threading.Lock()  # a group is never signalled after its leader is reaped
         self.proc = subprocess.Popen([*die_with_parent_prefix(), *self.args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default pipe size
-        with contextlib.suppress(AttributeError, OSError):
-            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        if not header:  # a header is checked first: until then ffmpeg can only run a small pipe ahead
+            self.widen_pipe()
+        self._drain = threading.Thread(target=self._drain_levels if header else self._drain_stderr, daemon=True)
         self._drain.start()
         self._timer = None
         if timeout is not None:
             self._timer = threading.Timer(timeout, self._on_timeout)
             self._timer.daemon = True
             self._timer.start()
+
+    def widen_pipe(self) -> None:
+        """Lets the child write PIPE_BYTES ahead of the reader."""
+        # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default pipe size
+        with contextlib.suppress(AttributeError, OSError):
+            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
     @property
     def stdout(self):
@@ -81,6 +101,34 @@ class ToolProcess:
         for chunk in iter(lambda: self.proc.stderr.read(4096), b""):
             with self._lock:
                 self._tail = (self._tail + chunk)[-STDERR_TAIL_BYTES:]
+
+    def _drain_levels(self) -> None:
+        pending = b""  # read1: what is there now, so the header is seen as soon as it is written
+        for chunk in iter(lambda: self.proc.stderr.read1(4096), b""):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._line(line)
+        if pending:
+            self._line(pending)
+        self._header_done.set()
+
+    def _line(self, line: bytes) -> None:
+        if not self._header_done.is_set():
+            self._head.append(line)
+            self._head_bytes += len(line) + 1
+            if line == HEADER_END or self._head_bytes > HEAD_BYTES:
+                self._header_done.set()
+        m = _LEVEL.match(line)
+        if m and m.group(1) in _ERROR_LEVELS:
+            with self._lock:
+                self._tail = (self._tail + line[:m.start(1) - 1] + line[m.end():] + b"\n")[-STDERR_TAIL_BYTES:]
+
+    def header(self, timeout: float | None) -> bytes | None:
+        """The child's stderr up to HEADER_END (or all of it, if it ended first); None if TIMEOUT
+        seconds passed without it."""
+        if not self._header_done.wait(timeout):
+            return None
+        return b"\n".join(self._head)
 
     def _on_timeout(self) -> None:
         with self._reap_lock:

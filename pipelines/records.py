@@ -10,10 +10,11 @@ from typing import Iterator, NamedTuple, Optional, Union
 import numpy as np
 
 from pipelines.decode import FrameStream
+from pipelines.decoder import Decoder, default_decoder, resolve
 from pipelines.inputs import VideoRef, is_local, local_file
 from pipelines.labels import VideoLabels
 from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.segments import (EdgeDigests, Segment, boundary_problem, is_long, merge_summaries, plan_segments,
+from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long, merge_summaries, plan_segments,
                                 shared_frames_end, video_time_base)
 from pipelines.split import assign_split
 from pipelines.stats import VideoStatsAccumulator, VideoSummary
@@ -64,6 +65,7 @@ class VideoJob:
       limits: allowed container formats, largest frame, longest duration (checked by the probe).
       segment_seconds: local videos longer than ~1.5x this are decoded in segments of about
         this length (`plan_video`); 0 decodes every video whole.
+      decoder: bundled | system (pipelines/decoder.py); $CLIPFORGE_DECODER or bundled by default.
     """
 
     spec: WindowSpec
@@ -76,6 +78,7 @@ class VideoJob:
     threads: int = 0
     limits: ProbeLimits = ProbeLimits()
     segment_seconds: float = 0.0
+    decoder: str = dataclasses.field(default_factory=default_decoder)
 
     @property
     def horizon(self) -> int:
@@ -91,11 +94,19 @@ def _too_short(frames: int, spec: WindowSpec, horizon: int) -> VideoError:
 
 
 def _probe_and_stream(path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
-                      limits: Optional[ProbeLimits] = None) -> FrameStream:
-    """Probes and checks the file, then opens its frame stream with what is left of the timeout."""
+                      limits: Optional[ProbeLimits] = None, decoder: Optional[Decoder] = None) -> FrameStream:
+    """The frame stream of a file checked against the limits before its frames are read.
+
+    With the bundled decoder the decoding ffmpeg is its own probe (one process: FrameStream's
+    `check`); with the system one ffprobe runs first, and the stream gets what is left of the timeout.
+    """
+    decoder = decoder or resolve(default_decoder())
+    if decoder.one_process:
+        return FrameStream(path, spec, resize, timeout, threads, limits, decoder=decoder, check=True)
     start = time.monotonic()
-    probe_video(path, timeout, limits)
-    return FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads, limits)
+    probe_video(path, timeout, limits, decoder)
+    return FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads, limits,
+                       decoder=decoder)
 
 
 def _label_check(ref: VideoRef, job: VideoJob) -> Optional[DeadLetter]:
@@ -120,28 +131,38 @@ def plan_video(ref: VideoRef, job: VideoJob) -> Iterator[Union[Segment, DeadLett
     if dead:
         yield dead
         return
-    yield from plan_decode(ref, job.spec, job.horizon, job.timeout, job.limits, job.segment_seconds)
+    yield from plan_decode(ref, job.spec, job.horizon, job.timeout, job.limits, job.segment_seconds,
+                           resolve(job.decoder))
+
+
+# With the bundled decoder a video is only probed for splitting when it holds at least 4 kB (32 kbit)
+# per second of a splittable length: a short clip is probed by its own decode, in one process.
+MIN_SPLIT_BYTES_PER_SECOND = 4000
 
 
 def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits,
-                segment_seconds: float) -> Iterator[Union[Segment, DeadLetter]]:
+                segment_seconds: float, decoder: Optional[Decoder] = None) -> Iterator[Union[Segment, DeadLetter]]:
     """Splits a video into time segments when it is long; else yields it as one whole segment.
 
     Only local videos longer than 1.5 x `segment_seconds` are split, which needs their
     duration and time base: they are probed (and checked against the limits) here, once.
     Others are one whole segment, probed when decoded. Remote videos are never split: every
-    segment would need its own copy of the file.
+    segment would need its own copy of the file. With the bundled decoder, files too small to
+    be that long at MIN_SPLIT_BYTES_PER_SECOND are not probed here (a very long video below
+    it is decoded whole: the same windows, on one worker).
 
     Yields:
       The video's segments in order, or one DeadLetter (probe or read stage).
     """
-    if segment_seconds <= 0 or not is_local(ref.path):
+    decoder = decoder or resolve(default_decoder())
+    small = 0 < ref.size < MIN_SEGMENTS * segment_seconds * MIN_SPLIT_BYTES_PER_SECOND
+    if segment_seconds <= 0 or not is_local(ref.path) or (decoder.one_process and small):
         yield Segment(ref)
         return
     try:
-        info = probe_video(ref.path, timeout, limits)
-        time_base = video_time_base(ref.path, timeout, limits.formats) if is_long(info.duration, segment_seconds) \
-            else None
+        info = probe_video(ref.path, timeout, limits, decoder)
+        time_base = video_time_base(ref.path, timeout, limits.formats, "" if decoder.ffprobe else decoder.ffmpeg) \
+            if is_long(info.duration, segment_seconds) else None
     except VideoError as e:
         yield DeadLetter.of(ref, e)
         return
@@ -152,12 +173,12 @@ def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, l
 
 
 def _segment_stream(seg: Segment, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
-                    limits: ProbeLimits, horizon: int) -> FrameStream:
+                    limits: ProbeLimits, horizon: int, decoder: Decoder) -> FrameStream:
     """The segment's frame stream: seeking as planned, or probing first for a whole video."""
     if seg.probed:
         return FrameStream(path, spec, resize, timeout, threads, limits, seg.seek, seg.lead,
-                           seg.stop_after(spec.frames + horizon))
-    return _probe_and_stream(path, spec, resize, timeout, threads, limits)
+                           seg.stop_after(spec.frames + horizon), decoder=decoder)
+    return _probe_and_stream(path, spec, resize, timeout, threads, limits, decoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +232,8 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     partial, error = "", None
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon)
+            stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon,
+                                     resolve(job.decoder))
             try:
                 frames = edges.watch(itertools.islice(stream, seg.skip, None))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
@@ -318,7 +340,8 @@ class VideoWindow(NamedTuple):
 
 def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                   timeout: float = 600.0, scratch_dir: str = "/tmp", threads: int = 0,
-                  limits: Optional[ProbeLimits] = None) -> Iterator[Union[VideoWindow, DeadLetter]]:
+                  limits: Optional[ProbeLimits] = None, decoder: Optional[Decoder] = None
+                  ) -> Iterator[Union[VideoWindow, DeadLetter]]:
     """Decodes one video, or one segment of a long one, into task-free windows of `spec`.
 
     No labels, no split, no encoding: the same probe, decode and ring buffer as ingest, so
@@ -333,11 +356,11 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
       names the segment.
     """
     seg = ref if isinstance(ref, Segment) else Segment(ref)
-    ref, limits = seg.ref, limits or ProbeLimits()
+    ref, limits, decoder = seg.ref, limits or ProbeLimits(), decoder or resolve(default_decoder())
     n = 0
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon)
+            stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon, decoder)
             try:
                 frames = itertools.islice(stream, seg.skip, None)
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):

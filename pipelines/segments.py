@@ -84,13 +84,28 @@ def is_long(duration: Optional[float], segment_seconds: float) -> bool:
     return bool(duration) and segment_seconds > 0 and duration >= MIN_SEGMENTS * segment_seconds
 
 
-def video_time_base(path: str, timeout: float, formats: tuple[str, ...] = DEFAULT_FORMATS) -> Optional[Fraction]:
-    """The time base of a local file's first video stream (ffprobe), or None when unknown."""
-    rc, out, _, _ = run_tool(["ffprobe", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
-                              "-format_whitelist", ",".join(formats), "-select_streams", "v:0",
-                              "-show_entries", "stream=time_base", "-of", "csv=p=0", file_arg(path)], timeout)
+def video_time_base(path: str, timeout: float, formats: tuple[str, ...] = DEFAULT_FORMATS,
+                    ffmpeg: str = "") -> Optional[Fraction]:
+    """The time base of a local file's first video stream, or None when unknown.
+
+    Asked of ffprobe, or, given FFMPEG (the bundled decoder has no ffprobe), of ffmpeg copying
+    the stream's first packet to the framecrc muxer, which prints the exact time base (the
+    stream header rounds it).
+    """
+    if ffmpeg:
+        args = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
+                "-format_whitelist", ",".join(formats), "-i", file_arg(path), "-map", "0:v:0", "-c", "copy",
+                "-frames:v", "1", "-f", "framecrc", "-"]
+    else:
+        args = ["ffprobe", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
+                "-format_whitelist", ",".join(formats), "-select_streams", "v:0",
+                "-show_entries", "stream=time_base", "-of", "csv=p=0", file_arg(path)]
+    rc, out, _, _ = run_tool(args, timeout)
+    text = out.decode("ascii", "replace")
+    if ffmpeg:
+        text = next((l.split(":", 1)[1] for l in text.splitlines() if l.startswith("#tb 0:")), "")
     try:
-        tb = Fraction(out.decode("ascii", "replace").strip().splitlines()[0])
+        tb = Fraction(text.strip().splitlines()[0].strip())
     except (IndexError, ValueError, ZeroDivisionError):
         return None
     return tb if rc == 0 and tb > 0 else None

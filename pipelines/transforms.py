@@ -24,6 +24,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipelines.decoder import DecoderError, default_decoder, resolve
 from pipelines.inputs import VideoRef
 from pipelines.output import PARTS_DIR, build_metadata, compression_type as _ctype, concat_parts, \
     part_path, remove_beam_temp, shard_path, write_metadata
@@ -65,12 +66,25 @@ class ReadVideos(beam.PTransform):
 
 
 class _VideoFn(beam.DoFn):
-    """Shared worker set-up: ffmpeg must exist, and a scratch dir for remote copies."""
+    """Shared worker set-up: the decoder must run here and be the build the launcher named, and a
+    scratch dir for remote copies.
+
+    Attributes (set by subclasses):
+      decoder: bundled | system.
+      build: the launcher's `Decoder.describe()` (what metadata.json records), or None.
+    """
+
+    decoder, build = "bundled", None
 
     def setup(self):
-        missing = [t for t in ("ffmpeg", "ffprobe") if shutil.which(t) is None]
-        if missing:
-            raise RuntimeError(f"{' and '.join(missing)} not found on this worker's PATH; install ffmpeg")
+        try:
+            self.ffmpeg = resolve(self.decoder)
+        except DecoderError as e:
+            raise RuntimeError(f"on this worker: {e}") from None
+        if self.build and not self.ffmpeg.same_build(self.build):
+            raise RuntimeError(f"this worker's {self.decoder} decoder is {self.ffmpeg.version!r}, but the launcher's "
+                               f"(named in metadata.json) is {self.build.get('version')!r} with another build; "
+                               "install the same clipforge (and imageio-ffmpeg) on the workers as on the launcher")
         self.scratch = tempfile.mkdtemp(prefix="clipforge-")
         self.dead = Metrics.counter("clipforge", "videos_dead_lettered")
 
@@ -79,8 +93,8 @@ class _VideoFn(beam.DoFn):
 
 
 class _PlanFn(_VideoFn):
-    def __init__(self, job: VideoJob):
-        self.job = job
+    def __init__(self, job: VideoJob, build: Optional[dict] = None):
+        self.job, self.decoder, self.build = job, job.decoder, build
 
     def setup(self):
         super().setup()
@@ -100,8 +114,8 @@ class _PlanFn(_VideoFn):
 
 
 class _MakeRecordsFn(_VideoFn):
-    def __init__(self, job: VideoJob):
-        self.job = job
+    def __init__(self, job: VideoJob, build: Optional[dict] = None):
+        self.job, self.decoder, self.build = job, job.decoder, build
 
     def setup(self):
         super().setup()
@@ -155,20 +169,25 @@ class MakeRecords(beam.PTransform):
     so that one video's segments decode on several workers, and their results are grouped
     back per video into one summary or dead letter.
 
+    Args:
+      job: what to make of each video.
+      build: the decoder build the launcher resolved (`Decoder.describe()`); every worker checks
+        that its own is the same one. None: no check.
+
     Returns:
       {"records": PCollection[(split, bytes)], "summary": PCollection[VideoSummary],
        "dead_letter": PCollection[DeadLetter]}.
     """
 
-    def __init__(self, job: VideoJob):
+    def __init__(self, job: VideoJob, build: Optional[dict] = None):
         super().__init__()
-        self.job = job
+        self.job, self.build = job, build
 
     def expand(self, videos):
-        planned = _split_by_kind(videos | "PlanSegments" >> beam.ParDo(_PlanFn(self.job)), (SEGMENT, DEAD_LETTER),
-                                 "Planned")
+        planned = _split_by_kind(videos | "PlanSegments" >> beam.ParDo(_PlanFn(self.job, self.build)),
+                                 (SEGMENT, DEAD_LETTER), "Planned")
         tagged = (planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
-                  | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job)))
+                  | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job, self.build)))
         finished = (tagged | f"Only[{PART}]" >> beam.FlatMap(_only, PART).with_output_types(
                         typing.Tuple[bytes, SegmentResult])
                     | "GroupByVideo" >> beam.GroupByKey()
@@ -180,11 +199,13 @@ class MakeRecords(beam.PTransform):
 
 
 class _PlanDecodeFn(_VideoFn):
-    def __init__(self, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits, segment_seconds: float):
+    def __init__(self, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits, segment_seconds: float,
+                 decoder: str):
         self.args = (spec, horizon, timeout, limits, segment_seconds)
+        self.decoder = decoder
 
     def process(self, ref: VideoRef):
-        for out in plan_decode(ref, *self.args):
+        for out in plan_decode(ref, *self.args, self.ffmpeg):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
@@ -194,13 +215,13 @@ class _PlanDecodeFn(_VideoFn):
 
 class _DecodeWindowsFn(_VideoFn):
     def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
-                 limits: Optional[ProbeLimits]):
+                 limits: Optional[ProbeLimits], decoder: str):
         self.args = (spec, resize, horizon, timeout)
-        self.threads, self.limits = threads, limits
+        self.threads, self.limits, self.decoder = threads, limits, decoder
 
     def process(self, seg: Segment):
         for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
-                                 limits=self.limits):
+                                 limits=self.limits, decoder=self.ffmpeg):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
@@ -223,6 +244,7 @@ class DecodeWindows(beam.PTransform):
       limits: formats, pixel and duration limits checked before decoding (None: the defaults).
       segment_seconds: videos longer than ~1.5x this are decoded as segments of about this
         length (0: every video whole).
+      decoder: bundled | system; None: $CLIPFORGE_DECODER or bundled.
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
@@ -230,11 +252,11 @@ class DecodeWindows(beam.PTransform):
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                  timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
-                 segment_seconds: float = 0.0):
+                 segment_seconds: float = 0.0, decoder: Optional[str] = None):
         super().__init__()
-        limits = limits or ProbeLimits()
-        self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds)
-        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits)
+        limits, decoder = limits or ProbeLimits(), decoder or default_decoder()
+        self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds, decoder)
+        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder)
 
     def expand(self, videos):
         planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")
@@ -361,9 +383,11 @@ class WriteMetadata(beam.PTransform):
     lists and counts the shards on disk and writes metadata.json.
     """
 
-    def __init__(self, output_dir: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str):
+    def __init__(self, output_dir: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str,
+                 decoder: Optional[dict] = None):
         super().__init__()
         self.args = (output_dir, spec, target, config, fingerprint)
+        self.decoder = decoder or {}
 
     def expand(self, inputs):
         p = inputs["summary"].pipeline
@@ -371,11 +395,12 @@ class WriteMetadata(beam.PTransform):
         splits = [k.split("/", 1)[1] for k in inputs if k.startswith("shards/")]
         shard_lists = [beam.pvalue.AsList(inputs[f"shards/{s}"]) for s in splits]
         output_dir, spec, target, config, fingerprint = self.args
+        decoder = self.decoder
 
         def write(_, stats, dead_counts, *written):
             del written  # the sinks' outputs are only waited for; the shards are listed on disk
             remove_beam_temp(output_dir)
-            meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts)
+            meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts, decoder)
             yield write_metadata(meta, output_dir)
 
         return (p | "Once" >> beam.Create([None])

@@ -32,6 +32,9 @@ class DatasetMetadata:
       config: the full ingest config, as given.
       fingerprint: hash of the inputs (paths, sizes, mtimes) plus config.
       compression: "none" or "gzip" for every shard.
+      decoder: the ffmpeg build that decoded every video: {"name": bundled|system, "path",
+        "version" (its `ffmpeg version` line), "configuration" (its build line), and "package"
+        (the imageio-ffmpeg wheel) or "ffprobe"}; {} in datasets made before it was recorded.
     """
 
     spec: WindowSpec
@@ -44,6 +47,7 @@ class DatasetMetadata:
     compression: str = "none"
     schema_version: int = SCHEMA_VERSION
     created: str = ""
+    decoder: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +59,7 @@ class DatasetMetadata:
             "stats": self.stats,
             "compression": self.compression,
             "config": self.config,
+            "decoder": self.decoder,
             "fingerprint": self.fingerprint,
             "created": self.created,
         }
@@ -76,7 +81,8 @@ class DatasetMetadata:
         return cls(spec=WindowSpec.from_dict(d["spec"]), target=TargetSpec.from_dict(d["target"]),
                    splits=d["splits"], dead_letter=d.get("dead_letter", {"count": 0, "path": DEAD_LETTER_FILE}),
                    stats=d["stats"], config=d.get("config", {}), fingerprint=d["fingerprint"],
-                   compression=compression, schema_version=version, created=d.get("created", ""))
+                   compression=compression, schema_version=version, created=d.get("created", ""),
+                   decoder=d.get("decoder", {}))
 
     @classmethod
     def load(cls, directory: str) -> "DatasetMetadata":

@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.config import parse_config
 from pipelines.ingest import run
+from schemas.metadata import DatasetMetadata
 from tests import videos
 from tests.conftest import cli
 
@@ -74,16 +75,19 @@ def test_each_wrong_setup_exits_2_with_one_message_and_writes_nothing(setup_dir)
         assert sorted(os.listdir(setup_dir)) == before  # no staging directory, no output
 
 
-def test_cli_without_ffmpeg_exits_2(setup_dir, tmp_path):
-    # a PATH with python but without ffmpeg/ffprobe
-    bindir = tmp_path / "bin"
+def test_cli_without_ffmpeg_on_path(setup_dir, tmp_path):
+    """The bundled decoder needs nothing on PATH; the system one fails fast without ffmpeg/ffprobe."""
+    bindir = tmp_path / "bin"  # a PATH with python but without ffmpeg/ffprobe
     bindir.mkdir()
     os.symlink(shutil.which("python3") or "/usr/bin/python3", bindir / "python3")
-    res = cli("ingest", "--input", str(setup_dir / "videos"), "--output", str(tmp_path / "out"),
-              "--task", "next_frame", *FLAGS, env={"PATH": str(bindir)})
+    argv = ["ingest", "--input", str(setup_dir / "videos"), "--task", "next_frame", *FLAGS]
+    res = cli(*argv, "--output", str(tmp_path / "out"), "--decoder", "system", env={"PATH": str(bindir)})
     assert res.returncode == 2, res.stderr
     assert "ffmpeg and ffprobe not found on PATH" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+    res = cli(*argv, "--output", str(tmp_path / "bundled"), "--decoder", "bundled", env={"PATH": str(bindir)})
+    assert res.returncode == 0, res.stderr
+    assert DatasetMetadata.load(str(tmp_path / "bundled")).splits["train"]["windows"] > 0
 
 
 def test_cli_bad_flag_value_exits_2(setup_dir, tmp_path):

@@ -11,7 +11,10 @@ API (all functions return the path they wrote):
       an ordinary H.264 mp4 from ffmpeg's testsrc / mandelbrot / smptebars sources;
   audio_only(path), zero_byte(path), text_file(path): inputs ingest must dead-letter;
   raw_decode(path, fps, size, channels, resize_filter=None) -> uint8 (N, H, W, C): an
-      independent decode with the ffmpeg command line, to compare ingest's frames against.
+      independent decode with the ffmpeg command line, to compare ingest's frames against. It
+      runs the ffmpeg build ingest runs (the default decoder, pipelines/decoder.py): builds differ
+      by +-1 on a few pixels of lossy clips (swscale rounding), which is why metadata.json names
+      the build.
 """
 from __future__ import annotations
 
@@ -97,11 +100,12 @@ def text_file(path: str) -> str:
 
 def raw_decode(path: str, fps: float, size: tuple[int, int], channels: int,
                resize_filter: str | None = None) -> np.ndarray:
-    """Decodes with the ffmpeg command line, independently of pipelines/decode.py."""
+    """Decodes with the ffmpeg command line, independently of pipelines/decode.py (same ffmpeg build)."""
+    from pipelines.decoder import default_decoder, resolve
     h, w = size
     scale = resize_filter or f"scale={w}:{h}:flags=area"
     fmt = PIX_IN[channels]
-    out = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", os.path.abspath(path),
+    out = subprocess.run([resolve(default_decoder()).ffmpeg, "-nostdin", "-v", "error", "-i", os.path.abspath(path),
                           "-vf", f"fps={fps},{scale},format={fmt}", "-f", "rawvideo", "-pix_fmt", fmt, "-"],
                          check=True, capture_output=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, h, w, channels)
