@@ -17,6 +17,10 @@ COMMANDS = {
     "retrain": ("clipforge.retrain", "scheduled ingest + train + evaluate + promotion gate"),
 }
 
+# The stages that load a SavedModel get clipforge's CPU kernel settings here (trainer/cpu.py);
+# train (also inside demo and retrain) chooses them itself once it knows the architecture.
+USES_TENSORFLOW = ("evaluate", "predict")
+
 
 def _usage() -> str:
     lines = ["usage: clipforge <command> [flags]   (clipforge <command> --help for its flags)", "", "commands:"]
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipforge: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if name in USES_TENSORFLOW:
+        from trainer import cpu
+        cpu.choose()  # before anything imports TensorFlow, which reads these settings once
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.run(argv[1:]) or 0)
 

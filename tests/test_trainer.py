@@ -13,6 +13,7 @@ from schemas.export import PREDICTION, SERVING_SIGNATURE
 from schemas.metadata import DatasetMetadata
 from tests.datasets import make_dataset
 from tests.runs import backup_epoch, kill_after_backup
+from trainer import cpu
 from trainer.archs import ARCHS
 from trainer.main import run
 
@@ -98,11 +99,15 @@ def test_mixed_precision_keeps_float32_outputs(data, tmp_path):
     from trainer.train import train
     cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), arch="temporal_pooling",
                       epochs=1, batch_size=4, mixed_precision=True, filters=(4,), units=8).validate()
-    result = train(cfg, log=lambda line: None)
+    lines = []
+    result = train(cfg, log=lines.append)
+    # Where the CPU has no bf16 units the run falls back to float32 and says so.
+    native = cpu.has_native_bf16()
     assert result.model.layers[-2].compute_dtype == "float32"
-    assert any(layer.compute_dtype == "bfloat16" for layer in result.model.layers)
+    assert any(layer.compute_dtype == "bfloat16" for layer in result.model.layers) == native
+    assert any("--mixed-precision ignored" in line for line in lines) != native
     card = json.load(open(os.path.join(result.export_dir, "model_card.json")))
-    assert card["dtype_policy"] == "mixed_bfloat16"
+    assert card["dtype_policy"] == ("mixed_bfloat16" if native else "float32")
     served = tf.saved_model.load(result.export_dir).signatures[SERVING_SIGNATURE](
         frames=tf.zeros((2, 4, 16, 16, 1), tf.uint8))[PREDICTION]
     assert served.dtype == tf.float32 and np.all(np.isfinite(served.numpy()))
@@ -170,6 +175,7 @@ def test_killed_run_resumes_from_backup(data, tmp_path):
     second = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming from backup at epoch {backed_up}" in second.stdout
+    assert "CPU settings: TF_ENABLE_ONEDNN_OPTS=" in second.stdout  # what `python -m trainer` chose
     assert f"Epoch {backed_up + 1}/8" in second.stdout and "Epoch 1/8" not in second.stdout
     assert f"done: 8 epochs (resumed at epoch {backed_up})" in second.stdout
     with open(os.path.join(workdir, "training_log.csv")) as f:

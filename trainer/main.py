@@ -8,7 +8,7 @@ import sys
 from schemas.configs import ConfigError
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import SpecError
-from trainer import TrainerError
+from trainer import TrainerError, cpu
 from trainer.archs import ARCHS
 from trainer.config import STRATEGIES, TrainConfig
 
@@ -64,6 +64,7 @@ def run(argv: list[str]) -> int:
         from trainer.config import load_config
         cfg = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, args.config, args.overrides)
         DatasetMetadata.load(cfg.data)  # a wrong --data fails here, before TensorFlow starts
+        cpu.choose(cfg.arch)  # before trainer.train imports TensorFlow
         from trainer.train import train
         result = train(cfg)
     except (ConfigError, SpecError, MissingMetadataError) as e:

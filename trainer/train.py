@@ -16,7 +16,7 @@ import tensorflow as tf
 import clipforge
 from schemas.configs import ConfigError
 from schemas.metadata import DatasetMetadata
-from trainer import TrainerError
+from trainer import TrainerError, cpu
 from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, make_callbacks
 from trainer.config import TrainConfig
 from trainer.export import export_model
@@ -158,15 +158,32 @@ def worker_role(strategy) -> WorkerRole:
     return WorkerRole(len(order), order.index((task_type, task_id)), chief, f"{task_type}_{task_id}")
 
 
-def configure_runtime(cfg: TrainConfig) -> str:
+def precision_policy(mixed_precision: bool, log: Callable[[str], None] = print,
+                     flags: Optional[frozenset] = None) -> str:
+    """The Keras dtype policy: mixed_float16 on GPU, mixed_bfloat16 on a CPU that has bf16 units.
+
+    A CPU without AVX512_BF16 or AMX emulates bfloat16 in float32 arithmetic plus conversions, so
+    mixed precision there is slower than float32 (BENCHMARKS.md): it falls back with a warning.
+    """
+    if not mixed_precision:
+        return "float32"
+    # float16 needs GPU tensor cores to pay off; CPUs (and TPUs) do bfloat16 natively.
+    if tf.config.list_logical_devices("GPU"):
+        return "mixed_float16"
+    if cpu.has_native_bf16(flags):
+        return "mixed_bfloat16"
+    log(f"warning: --mixed-precision ignored: this CPU has no native bfloat16 (no AVX512_BF16 or "
+        f"AMX: {cpu.cpu_summary()}), where mixed_bfloat16 is slower than float32; training in "
+        f"float32")
+    return "float32"
+
+
+def configure_runtime(cfg: TrainConfig, log: Callable[[str], None] = print) -> str:
     """Seeds, op determinism and the dtype policy; returns the policy name."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = "float32"
-    if cfg.mixed_precision:
-        # float16 needs GPU tensor cores to pay off; CPUs (and TPUs) do bfloat16 natively.
-        policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    policy = precision_policy(cfg.mixed_precision, log)
     keras.mixed_precision.set_dtype_policy(policy)
     return policy
 
@@ -226,7 +243,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                           f"{n_train} windows of split {cfg.train_split!r}")
     strategy = select_strategy(cfg.strategy, cfg.collective_timeout)  # before any other TF op: multi-worker needs that
     role = worker_role(strategy)
-    policy = configure_runtime(cfg)
+    log(cpu.chosen_line())
+    policy = configure_runtime(cfg, log)
     paths = RunPaths(cfg.workdir if role.is_chief else os.path.join(cfg.workdir, "workers", role.name))
     os.makedirs(paths.root, exist_ok=True)
     primary, mode = PRIMARY_METRIC[task]
