@@ -204,3 +204,65 @@ def jpeg_psnr(workdir: str) -> float:
         out[enc] = recs
     mse = np.mean([np.mean((out["png"][k] - out["jpeg"][k]) ** 2) for k in out["png"]])
     return float(10 * np.log10(255 ** 2 / max(mse, 1e-12)))
+
+
+SHORT_FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "4", "--fps", "10", "--size", "64x64",
+               "--color", "gray", "--splits", "1,0,0", "--ffmpeg-threads", "1"]
+
+
+def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
+    """Benchmark 5: a corpus of many short clips, where process start-up used to be the floor.
+
+    `clips` copies of one 2 s 320x136 H.264 clip. In one run: the bare loop of the system ffmpeg
+    (one `ffmpeg -threads 1` per clip, the same filter, to /dev/null), then ingest with one and
+    two workers (bundled decoder) and with one worker on the system decoder; clips/s end to end
+    and with the start-up (an ingest of one clip) taken out.
+    """
+    corpus = os.path.join(workdir, f"corpus_short{clips}")
+    os.makedirs(corpus, exist_ok=True)
+    first = os.path.join(corpus, "clip000.mp4")
+    if not os.path.exists(first):
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        "mandelbrot=size=320x136:rate=25", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", first], check=True)
+    paths = [first]
+    for i in range(1, clips):
+        p = os.path.join(corpus, f"clip{i:03d}.mp4")
+        if not os.path.exists(p):
+            shutil.copyfile(first, p)
+        paths.append(p)
+    one = os.path.join(workdir, "corpus_short1")
+    os.makedirs(one, exist_ok=True)
+    if not os.path.exists(os.path.join(one, "clip.mp4")):
+        shutil.copyfile(first, os.path.join(one, "clip.mp4"))
+    start = time.time()
+    for p in paths:
+        subprocess.run(["ffmpeg", "-nostdin", "-threads", "1", "-i", p, "-vf", "fps=10,scale=64:64:flags=area,format=gray",
+                        "-f", "rawvideo", "-y", "/dev/null"], capture_output=True, check=True)
+    bare = time.time() - start
+    res = {"clips": clips, "bare_system_ffmpeg_s": round(bare, 2), "bare_system_ffmpeg_clips_per_s": round(clips / bare, 2)}
+    runs = {"1w": ["--direct_num_workers", "1", "--decoder", "bundled"],
+            "2w": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing", "--decoder", "bundled"],
+            "1w_system": ["--direct_num_workers", "1", "--decoder", "system"]}
+    for name, extra in runs.items():
+        wall = _run_short(corpus, os.path.join(workdir, f"out_short_{name}"), extra)
+        startup = min(_run_short(one, os.path.join(workdir, "out_short_startup"), extra) for _ in range(2))
+        res[f"ingest_{name}_wall_s"] = round(wall, 2)
+        res[f"ingest_{name}_startup_s"] = round(startup, 2)
+        res[f"ingest_{name}_clips_per_s"] = round(clips / wall, 2)
+        res[f"ingest_{name}_clips_per_s_after_startup"] = round(clips / max(wall - startup, 1e-6), 2)
+    for suffix in ("", "_after_startup"):
+        base = clips / bare
+        res[f"ratio_1w_vs_bare{suffix}"] = round(res[f"ingest_1w_clips_per_s{suffix}"] / base, 3)
+        res[f"ratio_1w_system_vs_bare{suffix}"] = round(res[f"ingest_1w_system_clips_per_s{suffix}"] / base, 3)
+        res[f"scaling_2w_vs_1w{suffix}"] = round(res[f"ingest_2w_clips_per_s{suffix}"]
+                                                 / res[f"ingest_1w_clips_per_s{suffix}"], 3)
+    return res
+
+
+def _run_short(inputs: str, out: str, extra: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "clipforge.cli", "ingest", "--input", inputs, "--output", out, *SHORT_FLAGS,
+                    *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.time() - start

@@ -11,7 +11,7 @@ import time
 
 from benchmarks import ingest_bench
 
-SUITES = ("throughput", "baselines", "rss", "storage", "input", "train")
+SUITES = ("throughput", "baselines", "short", "rss", "storage", "input", "train")
 
 
 def baselines(workdir: str, seconds: float) -> dict:
@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     if "baselines" in suites:
         results["baselines"] = baselines(args.workdir, args.seconds)
         print(json.dumps({"baselines": results["baselines"]}, indent=1), flush=True)
+    if "short" in suites:
+        results["short_clips"] = ingest_bench.short_clips(args.workdir)
+        print(json.dumps({"short_clips": results["short_clips"]}, indent=1), flush=True)
     if "rss" in suites:
         results["rss"] = ingest_bench.rss_vs_length(args.workdir)
         print(json.dumps({"rss": results["rss"]}, indent=1), flush=True)
