@@ -7,9 +7,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup ffmpeg test demo bench clean images
 
-setup: ffmpeg $(STAMP)
+# Ingest and predict decode with the static ffmpeg of the imageio-ffmpeg wheel (pip), so set-up needs no apt.
+setup: $(STAMP)
 
-# System ffmpeg/ffprobe: installed with apt-get when missing and we are root, otherwise a clear stop.
+# System ffmpeg/ffprobe, for the tests (they make clips with it and test --decoder system) and the bench
+# baselines: installed with apt-get when missing and we are root, otherwise a clear stop.
 ffmpeg:
 	@if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -26,14 +28,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,dask]'
 	@touch $(STAMP)
 
-test: setup
+test: setup ffmpeg
 	$(BIN)/python -m pytest -q tests
 
-demo: setup
+demo: setup ffmpeg
 	$(BIN)/clipforge demo --workdir demo_out
 
 # Benchmarks are not part of `make test`; they add OpenCV and TensorFlow Datasets for the baselines.
-bench: setup
+bench: setup ffmpeg
 	$(BIN)/python -m pip install -q -e '.[bench,test,dask]'
 	$(BIN)/python -m benchmarks.run --workdir bench_out
 

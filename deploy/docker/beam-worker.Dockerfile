@@ -1,5 +1,6 @@
-# Beam worker image: the Apache Beam Python SDK image of the pinned Beam version, a pinned ffmpeg, and
-# clipforge installed. Use it as --sdk_container_image on Dataflow, Flink and Spark (README, "Running
+# Beam worker image: the Apache Beam Python SDK image of the pinned Beam version, clipforge installed
+# (with the pinned imageio-ffmpeg wheel: its static ffmpeg is the default decoder), and Debian's pinned
+# ffmpeg for --decoder system. Use it as --sdk_container_image on Dataflow, Flink and Spark (README, "Running
 # on Dataflow / Flink / Spark"). Build from the repository root (`make images` does):
 #   docker build -f deploy/docker/beam-worker.Dockerfile -t clipforge-beam-worker .
 #
@@ -35,7 +36,8 @@ RUN set -eu; \
     pip check; \
     rm -rf /tmp/clipforge-src; \
     python -c "import apache_beam as b; assert b.__version__ == '${BEAM_VERSION}', b.__version__"; \
-    clipforge --help > /dev/null
+    clipforge --help > /dev/null; \
+    python -c "from pipelines.decoder import resolve; print(resolve('bundled').version)"
 
 # The base image's SDK harness boot program: Dataflow, Flink and Spark start workers through it.
 ENTRYPOINT ["/opt/apache/beam/boot"]
