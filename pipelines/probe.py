@@ -260,7 +260,8 @@ def header_info(head: bytes, path: str, errors: str, limits: ProbeLimits, decode
       VideoError: stage "probe", kind timeout / format_not_allowed / probe_failed / no_video_stream.
     """
     if timed_out:
-        raise VideoError("probe", "timeout", f"ffmpeg did not finish in {timeout:g}s (its stream header, the probe, had not come)", errors)
+        raise VideoError("probe", "timeout",
+                         f"ffmpeg did not finish in {timeout:g}s (its stream header, the probe, had not come)", errors)
     marker = b", from '" + os.fsencode(file_arg(path)) + b"':"
     start = head.find(b"[info] Input #0, ")
     end = head.find(marker, start) if start >= 0 else -1

@@ -105,7 +105,8 @@ def raw_decode(path: str, fps: float, size: tuple[int, int], channels: int,
     h, w = size
     scale = resize_filter or f"scale={w}:{h}:flags=area"
     fmt = PIX_IN[channels]
-    out = subprocess.run([resolve(default_decoder()).ffmpeg, "-nostdin", "-v", "error", "-i", os.path.abspath(path),
+    ffmpeg = resolve(default_decoder()).ffmpeg
+    out = subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", os.path.abspath(path),
                           "-vf", f"fps={fps},{scale},format={fmt}", "-f", "rawvideo", "-pix_fmt", fmt, "-"],
                          check=True, capture_output=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, h, w, channels)
