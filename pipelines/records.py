@@ -14,8 +14,8 @@ from pipelines.decoder import Decoder, default_decoder, resolve
 from pipelines.inputs import VideoRef, is_local, local_file
 from pipelines.labels import VideoLabels
 from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long, merge_summaries, plan_segments,
-                                shared_frames_end, video_time_base)
+from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long,
+                                merge_summaries, plan_segments, shared_frames_end, video_time_base)
 from pipelines.split import assign_split
 from pipelines.stats import VideoStatsAccumulator, VideoSummary
 from pipelines.windows import iter_windows, last_frame_time
