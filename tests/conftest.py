@@ -7,6 +7,11 @@ import sys
 import pytest
 
 from tests import videos
+from trainer import cpu
+
+# The tests that train in this process get the CPU settings `clipforge train` chooses (oneDNN on
+# AVX2 machines too); they must be made before anything imports TensorFlow.
+cpu.choose()
 
 # Subprocesses (the CLI tests) import the project from this checkout.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
