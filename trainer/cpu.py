@@ -1,11 +1,12 @@
 """TensorFlow's CPU kernel settings, chosen from the CPU before TensorFlow is imported.
 
 TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512-class features; on the
-common AVX2 laptops and CI boxes it runs its older Eigen kernels, 1.4-4.4x slower for the
+common AVX2 laptops and CI boxes it runs its older Eigen kernels, 1.4-2.9x slower for the
 convolutions the video models are made of (BENCHMARKS.md, "Trainer throughput"). `choose()` sets
 what was measured fastest, leaves every variable the user set alone, and returns a line for the
 training log. It must run before the first `import tensorflow`, since TensorFlow reads these
-variables once at start-up; `clipforge.cli` calls it for train, evaluate, predict, demo and retrain.
+variables once at start-up: `trainer.main` calls it with the architecture (for train, demo and
+retrain), `clipforge.cli` without one for evaluate and predict.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ CHOICE = "CLIPFORGE_CPU_SETTINGS"  # what choose() decided, for the training log
 SET_BY_CLIPFORGE = "CLIPFORGE_CPU_SET"  # the variables choose() set (a child process may re-choose)
 FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 # Architectures whose training step was measured slower with oneDNN than with TensorFlow's Eigen
-# kernels on both an AVX2 and an AVX-512 CPU: MobileNetV3's depthwise convolutions, hard-swish and
+# kernels (oneDNN limited to AVX2): MobileNetV3's depthwise convolutions, hard-swish and
 # squeeze-excite blocks run as many small oneDNN primitives with a layout reorder around each
-# (pretrained_2p5d: 41 windows/s with Eigen, 21 with oneDNN; BENCHMARKS.md).
+# (pretrained_2p5d: 41 windows/s with Eigen, 21 with oneDNN; BENCHMARKS.md, section 6).
 EIGEN_FASTER = frozenset({"pretrained_2p5d"})
 
 
