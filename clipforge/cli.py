@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -17,9 +18,24 @@ COMMANDS = {
     "retrain": ("clipforge.retrain", "scheduled ingest + train + evaluate + promotion gate"),
 }
 
-# The stages that load a SavedModel get clipforge's CPU kernel settings here (trainer/cpu.py);
-# train (also inside demo and retrain) chooses them itself once it knows the architecture.
+# The stages that load a SavedModel get clipforge's CPU kernel settings here (trainer/cpu.py), for
+# the architecture its model card names; train (also inside demo and retrain) chooses them itself.
 USES_TENSORFLOW = ("evaluate", "predict")
+
+
+def _exported_arch(argv: list[str]) -> str | None:
+    """The architecture in --model EXPORT_DIR's model_card.json (None when it cannot be read here)."""
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--model="):
+            path = arg.split("=", 1)[1]
+    try:
+        with open(os.path.join(path, "model_card.json"), encoding="utf-8") as f:
+            return json.load(f).get("architecture")
+    except (OSError, TypeError, ValueError, AttributeError):
+        return None  # no --model, a remote path, or no card: the general choice
 
 
 def _usage() -> str:
@@ -45,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if name in USES_TENSORFLOW:
         from trainer import cpu
-        cpu.choose()  # before anything imports TensorFlow, which reads these settings once
+        cpu.choose(_exported_arch(argv[1:]))  # before TensorFlow starts: it reads them once
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.run(argv[1:]) or 0)
 

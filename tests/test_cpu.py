@@ -118,3 +118,12 @@ def test_flops_of_registered_archs_match_hand_counts(arch):
     else:                  # the 4 frames are the channels of one 2D CNN
         expect = 9 * 4 * 4 * (16 * 16) * 2 + 9 * 4 * 8 * (8 * 8) * 2 + 2 * 8 * 16
     assert forward_flops(model) == expect
+
+
+def test_evaluate_and_predict_choose_for_the_exported_architecture(tmp_path):
+    from clipforge.cli import _exported_arch
+    (tmp_path / "model_card.json").write_text(json.dumps({"architecture": "pretrained_2p5d"}))
+    assert _exported_arch(["--model", str(tmp_path), "--data", "d"]) == "pretrained_2p5d"
+    assert _exported_arch([f"--model={tmp_path}"]) == "pretrained_2p5d"
+    assert _exported_arch(["--model", str(tmp_path / "missing")]) is None
+    assert _exported_arch(["--data", "d"]) is None
