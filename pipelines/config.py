@@ -53,6 +53,11 @@ class IngestConfig:
         many seconds, in parallel; 0 decodes every video whole. The windows are the same either way.
       decoder: bundled (the static ffmpeg of the imageio-ffmpeg wheel, one process per video) or
         system (ffmpeg and ffprobe from PATH); $CLIPFORGE_DECODER, else bundled, by default.
+      labels_from_folders: classification: a video's class is the folder that directly holds it.
+      split_lists: "train=FILE[,validation=FILE][,test=FILE]": each FILE lists video ids (first token
+        of each line); a video in no list is dead-lettered (not_in_split_lists).
+      group_pattern: a regex on the video id whose first capture group is the video's group.
+      dedupe: keep the first id (by path) of each set of byte-identical files, dead-letter the others.
     """
 
     input: str = ""
@@ -81,6 +86,25 @@ class IngestConfig:
     max_duration: float = DEFAULT_MAX_DURATION
     segment_seconds: float = 300.0
     decoder: str = dataclasses.field(default_factory=default_decoder)
+    labels_from_folders: bool = False
+    split_lists: Optional[str] = None
+    group_pattern: Optional[str] = None
+    dedupe: bool = False
+
+    @property
+    def split_list_files(self) -> dict[str, str]:
+        """{split: FILE} of --split-lists; raises ConfigError naming a malformed entry."""
+        out: dict[str, str] = {}
+        for item in filter(None, (self.split_lists or "").split(",")):
+            name, eq, path = item.partition("=")
+            name = name.strip()
+            if not eq or name not in SPLIT_NAMES or not path.strip() or name in out:
+                raise ConfigError(f"split_lists={self.split_lists!r} is invalid at {item!r}: expected "
+                                  "train=FILE[,validation=FILE][,test=FILE], each split once")
+            out[name] = path.strip()
+        if self.split_lists is not None and "train" not in out:
+            raise ConfigError(f"split_lists={self.split_lists!r} is invalid: it needs train=FILE")
+        return out
 
     def to_dict(self, data_only: bool = False) -> dict:
         """The config as JSON-ready values; data_only leaves out NON_DATA_FIELDS."""
@@ -142,8 +166,19 @@ class IngestConfig:
              "1 to 3 fractions (train, validation, test) >= 0 that sum to 1, train > 0")
         if self.task == "next_frame":
             need(self.labels is None, "labels", "no labels file: next_frame targets are the video's own frames")
-        else:
-            need(bool(self.labels), "labels", f"a CSV or Parquet labels file: --task {self.task} needs one")
+        if self.labels_from_folders:
+            need(self.task == "classification", "labels_from_folders", "only with --task classification")
+            need(self.labels is None, "labels", "no labels file with --labels-from-folders (classes are folders)")
+        elif self.task != "next_frame":
+            need(bool(self.labels), "labels", f"a CSV or Parquet labels file: --task {self.task} needs one "
+                                              "(or --labels-from-folders for classification)")
+        self.split_list_files  # noqa: B018 - raises ConfigError when malformed
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as e:
+                raise ConfigError(f"group_pattern={self.group_pattern!r} is invalid: not a regular expression "
+                                  f"({e})") from None
         need(len(self.target_columns) >= 1 and len(set(self.target_columns)) == len(self.target_columns),
              "target_columns", "one or more distinct column names")
         clash = sorted(set(self.target_columns) & set(RESERVED_COLUMNS))
@@ -210,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
       help="bundled: the static ffmpeg pinned by the imageio-ffmpeg wheel, which starts ~7x faster, "
            "one process per video (its stream header is the probe); system: ffmpeg and ffprobe from PATH, "
            f"probe then decode (default ${DECODER_ENV}, else bundled)")
+    a("--labels-from-folders", action="store_true", default=None,
+      help="classification without a labels file: a video's class is the name of the folder that directly "
+           "holds it (root/<class>/<video>); classes sorted by name")
+    a("--split-lists", help="train=FILE[,validation=FILE][,test=FILE]: official splits, each FILE listing video "
+                            "ids (paths under the input root, first token per line, e.g. UCF101's "
+                            "trainlist01.txt); a video in no list is dead-lettered (not_in_split_lists)")
+    a("--group-pattern", help="regex on the video id whose first capture group names the video's group "
+                              "(UCF101: _g(\\d+)_); hash splits hash the group, so a group never spans splits")
+    a("--dedupe", action="store_true", default=None,
+      help="keep the first id (by path) of each set of byte-identical files; dead-letter the others "
+           "(duplicate_content)")
     return p
 
 

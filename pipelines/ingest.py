@@ -1,6 +1,7 @@
 """`clipforge ingest`: videos -> windows -> sharded TFRecords, dead_letter.jsonl, metadata.json last."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import time
@@ -9,10 +10,11 @@ import apache_beam as beam
 
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
-from pipelines.config import IngestConfig, SetupError, parse_config
+from pipelines import corpus
+from pipelines.config import SPLIT_NAMES, IngestConfig, SetupError, parse_config
 from pipelines.decoder import Decoder, DecoderError, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
-from pipelines.labels import load_labels
+from pipelines.labels import load_labels, rekey
 from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
@@ -83,27 +85,54 @@ def prepare(config: IngestConfig) -> IngestPlan:
                            "which is used instead", "duplicate_video_id") for d, kept in dups]
     rejected += [DeadLetter(p, video_id_of(p), "read", "listed in the input list but not found",
                             "missing_file") for p in listed_missing]
-    classes, labels = (), None
-    if config.labels:
-        table = load_labels(config.labels, config.task, config.target_columns, config.label_column)
-        classes, labels = table.classes, table.videos
+    classes, labels, table = (), None, None
+    if config.labels_from_folders:
+        table = corpus.folder_labels(videos)
+        print(f"labels: {len(table.classes)} classes from folders: {', '.join(table.classes[:8])}"
+              + (", ..." if len(table.classes) > 8 else ""))
+    elif config.labels:
+        table = rekey(load_labels(config.labels, config.task, config.target_columns, config.label_column), videos)
         print(f"labels: {table.shape} rows of {len(table.videos)} videos joined on {table.join_column!r}"
               + (f"; ignoring column(s) {table.ignored}" if table.ignored else ""))
+    if table is not None:
+        classes, labels = table.classes, table.videos
+    assigned = dict(table.splits) if table is not None else {}
+    if config.split_lists is not None:
+        listed = corpus.read_split_lists(config.split_list_files, videos)
+        assigned.update(listed)
+        rejected += [DeadLetter(v.path, v.video_id, "read", "in none of the --split-lists files", "not_in_split_lists")
+                     for v in videos if v.video_id not in listed]
+        videos = [v for v in videos if v.video_id in listed]
+    groups = corpus.video_groups(videos, table.groups if table is not None else None, config.group_pattern)
+    if config.dedupe:
+        for same in corpus.exact_duplicates(videos):
+            rejected += [DeadLetter(d.path, d.video_id, "read", f"the same bytes as {same[0].video_id!r}, which is "
+                                    "used instead (--dedupe)", "duplicate_content") for d in same[1:]]
+        dropped = {d.video_id for d in rejected if d.kind == "duplicate_content"}
+        videos = [v for v in videos if v.video_id not in dropped]
+    names = [n for n in SPLIT_NAMES if n in set(assigned.values()) | set(
+        () if config.split_lists is not None else config.split_names)]
+    fractions = tuple(dict(zip(config.split_names, config.splits)).get(n, 0.0) for n in names)
+    if not any(fractions):  # every video is assigned: the hash split is never used
+        fractions = (1.0,) + (0.0,) * (len(names) - 1)
     spec, target = config.window_spec(), config.target_spec(classes)
     limits = ProbeLimits(formats=tuple(config.formats), max_pixels=config.max_pixels,
                          max_duration=config.max_duration)
-    job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=config.split_names,
-                   split_fractions=tuple(config.splits), labels=labels, timeout=config.video_timeout,
+    job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=tuple(names),
+                   split_fractions=fractions, labels=labels, timeout=config.video_timeout,
                    threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
-                   decoder=config.decoder)
+                   decoder=config.decoder, assigned=assigned or None, groups=groups or None)
     if config.num_shards:
-        counts = [config.num_shards] * len(config.splits)
-    else:
+        counts = [config.num_shards] * len(names)
+    else:  # each split's share of the videos, known exactly: a split never depends on the others
+        placed = collections.Counter(job.split_of(v.video_id) for v in videos)
+        shares = tuple(placed[n] / max(len(videos), 1) for n in names)
         counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout, limits, decoder), spec,
-                                             job.horizon, tuple(config.splits), config.compression)
+                                             job.horizon, shares, config.compression)
     staging = out_dir.prepare_output(config.output, config.overwrite)
-    return IngestPlan(config, job, videos, rejected, staging, dict(zip(config.split_names, counts)),
-                      fingerprint(refs, config.to_dict(data_only=True), config.labels), decoder)
+    return IngestPlan(config, job, videos, rejected, staging, dict(zip(names, counts)),
+                      fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files),
+                      decoder)
 
 
 def dataset_fingerprint(argv: list[str]) -> str:
@@ -118,7 +147,7 @@ def dataset_fingerprint(argv: list[str]) -> str:
     """
     config, _ = parse_config(argv if "--output" in argv else [*argv, "--output", "unused"])
     refs, _ = list_videos(config.input)
-    return fingerprint(refs, config.to_dict(data_only=True), config.labels)
+    return fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files)
 
 
 def build_pipeline(p: beam.Pipeline, plan: IngestPlan) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from typing import Iterator
@@ -27,7 +28,8 @@ class VideoRef:
 
     Attributes:
       path: absolute local path, or a Beam filesystem URL (gs://...).
-      video_id: the file name without folders: the record's video_id and the labels join key.
+      video_id: the path under the input root, with / separators (`video_id_under`): the record's
+        video_id and the labels join key.
       size: bytes.
       mtime: last modification, seconds since the epoch.
     """
@@ -45,6 +47,37 @@ def is_local(path: str) -> bool:
 def video_id_of(path: str) -> str:
     """The file name of a local path or URL."""
     return os.path.basename(path) if is_local(path) else posixpath.basename(path.rstrip("/"))
+
+
+def video_id_under(path: str, root: str) -> str:
+    """PATH relative to ROOT with / separators; the file name when PATH is not under ROOT."""
+    sep = os.sep if is_local(path) else "/"
+    root = root.rstrip(sep) + sep if root else ""
+    if root and path.startswith(root):
+        rel = path[len(root):]
+        return rel.replace(os.sep, "/") if sep == os.sep else rel
+    return video_id_of(path)
+
+
+def _dirname(path: str) -> str:
+    return os.path.dirname(path) if is_local(path) else posixpath.dirname(path)
+
+
+def _glob_root(pattern: str) -> str:
+    """The deepest directory before the first wildcard of a glob."""
+    head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return head.rstrip("/") if head.endswith("/") else _dirname(head)
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The longest common folder of absolute paths ("" when there is none, e.g. local and remote mixed)."""
+    if not paths:
+        return ""
+    try:
+        local = all(is_local(p) for p in paths)
+        return (os.path if local else posixpath).commonpath([_dirname(p) for p in paths])
+    except ValueError:
+        return ""
 
 
 def _is_video(path: str) -> bool:
@@ -79,7 +112,8 @@ def _walk(root: str) -> list[tuple[str, int, float]]:
     return _stat(found)
 
 
-def _read_list(path: str) -> list[str]:
+def _read_list(path: str) -> list[tuple[str, bool]]:
+    """(path, whether the list gave it as absolute) per entry; relative ones joined to the list's folder."""
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             text = f.read().decode("utf-8", "surrogateescape")
@@ -90,12 +124,18 @@ def _read_list(path: str) -> list[str]:
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            out.append(line if os.path.isabs(line) or not is_local(line) else os.path.join(base, line))
+            absolute = os.path.isabs(line) or not is_local(line)
+            out.append((line if absolute else os.path.join(base, line), absolute))
     return out
 
 
 def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
-    """Expands --input into videos.
+    """Expands --input into videos, each with its id: its path under the input root.
+
+    The root is the directory for a directory input, the deepest directory before the first
+    wildcard for a glob, the list file's folder for a list (for the absolute paths of a list,
+    their longest common folder); a single file's id is its name. A list that names one path
+    twice gives two refs with the same id (`split_duplicates`).
 
     A directory gives its video files (by extension, recursively); a path with * ? [ is a glob
     (every match is taken); an existing file with a video extension is one video; any other
@@ -111,28 +151,44 @@ def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
     """
     local = is_local(spec)
     listed_missing: list[str] = []
+    listed: list[str] = []
+    absolute: set[str] = set()
+    abs_root = ""
     exists = os.path.exists(spec) if local else FileSystems.exists(spec)
     if (local and os.path.isdir(spec)) or (not local and spec.endswith("/")):
+        root = os.path.abspath(spec) if local else spec.rstrip("/")
         found = [m for m in _walk(os.path.abspath(spec) if local else spec) if _is_video(m[0])]
         what = f"no video files (extensions {', '.join(sorted(VIDEO_EXTENSIONS))}) under {spec}"
     elif any(ch in spec for ch in "*?[") and not exists:
+        root = _glob_root(os.path.abspath(spec) if local else spec)
         found = _match([os.path.abspath(spec) if local else spec])
         if local:  # as for directories and lists: regular files only (a FIFO would hang ffprobe)
             found = _stat([m[0] for m in found])
         what = f"no file matches {spec}"
     elif exists and _is_video(spec):
+        root = ""
         found = _stat([os.path.abspath(spec) if local else spec])
         what = f"{spec} cannot be read"
     elif exists:
-        paths = [os.path.abspath(p) if is_local(p) else p for p in _read_list(spec)]
+        entries = _read_list(spec)
+        paths = [os.path.abspath(p) if is_local(p) else p for p, _ in entries]
+        root = _dirname(os.path.abspath(spec) if local else spec)
+        absolute = {p for p, (_, was_absolute) in zip(paths, entries) if was_absolute}
+        abs_root = _common_folder(sorted(absolute))
         found = _stat(paths)
         seen = {m[0] for m in found}
         listed_missing = [p for p in paths if p not in seen]
+        listed = paths
         what = f"none of the {len(paths)} paths listed in {spec} exists"
     else:
         raise SetupError(f"--input {spec} does not exist (expected a directory, a glob or a list file)")
-    refs = sorted({p: VideoRef(p, video_id_of(p), size, mtime) for p, size, mtime in found}.values(),
-                  key=lambda r: r.path)
+    if listed:  # a list: a path named twice stays twice (a duplicate id)
+        stat = {m[0]: m for m in found}
+        found = [stat[p] for p in listed if p in stat]
+    else:
+        found = list({m[0]: m for m in found}.values())
+    refs = sorted((VideoRef(p, video_id_under(p, abs_root if p in absolute else root), size, mtime)
+                   for p, size, mtime in found), key=lambda r: r.path)
     if not refs:
         raise SetupError(what)
     return refs, listed_missing
@@ -154,13 +210,16 @@ def split_duplicates(refs: list[VideoRef]) -> tuple[list[VideoRef], list[tuple[V
     return list(kept.values()), dups
 
 
-def fingerprint(refs: list[VideoRef], config: dict, labels_path: str | None) -> str:
-    """sha256 of the inputs (paths, sizes, mtimes), the labels file's and the config."""
+def fingerprint(refs: list[VideoRef], config: dict, labels_path: str | None,
+                split_lists: dict[str, str] | None = None) -> str:
+    """sha256 of the inputs (paths, sizes, mtimes), the labels and split-list files' and the config."""
     h = hashlib.sha256()
     for r in sorted(refs, key=lambda r: r.path):
         h.update(json.dumps([r.path, r.size, r.mtime], ensure_ascii=True).encode())
     if labels_path:
         h.update(json.dumps(["labels", _stat([labels_path])], ensure_ascii=True).encode())
+    for name, path in sorted((split_lists or {}).items()):
+        h.update(json.dumps(["split_list", name, _stat([path])], ensure_ascii=True).encode())
     h.update(json.dumps(config, sort_keys=True, ensure_ascii=True, default=str).encode())
     return h.hexdigest()
 

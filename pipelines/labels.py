@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Optional, Union
 
 import numpy as np
@@ -11,6 +10,8 @@ import pyarrow as pa
 from pipelines.config import SetupError
 
 JOIN_COLUMNS = ("video_id", "video")  # the first one present is used
+SPLIT_COLUMN, GROUP_COLUMN = "split", "group"  # optional: a video's split, a video's group
+SPLIT_VALUES = ("train", "validation", "test")
 SHAPES = ("video", "segments", "series")
 Target = Union[np.ndarray, int]  # regression (D,) float64, or a class index
 
@@ -76,6 +77,8 @@ class LabelTable:
         integers, otherwise sorted); () for regression.
       videos: {video_id: VideoLabels}.
       ignored: columns present but unused.
+      splits: {video_id: train|validation|test} from a `split` column (empty cells left out).
+      groups: {video_id: group} from a `group` column (empty cells left out).
     """
 
     path: str
@@ -84,6 +87,8 @@ class LabelTable:
     classes: tuple[str, ...]
     videos: dict[str, VideoLabels]
     ignored: list[str]
+    splits: dict[str, str] = dataclasses.field(default_factory=dict)
+    groups: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _read_table(path: str, string_columns: list[str]) -> pa.Table:
@@ -178,9 +183,10 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         raise SetupError(f"labels file {path} is a time series (column 'time'): only --task regression "
                          "interpolates targets; use segments (start, end) for class labels")
     keys = {"video": [], "segments": ["start", "end"], "series": ["time"]}[shape]
-    ignored = [c for c in cols if c not in [join, *needed, *keys] and c not in JOIN_COLUMNS]
+    ignored = [c for c in cols if c not in [join, *needed, *keys, SPLIT_COLUMN, GROUP_COLUMN]
+               and c not in JOIN_COLUMNS]
 
-    ids = [os.path.basename(str(v).replace("\\", "/")) for v in _strings(table, join, path)]
+    ids = [normalize_id(v) for v in _strings(table, join, path)]
     classes: tuple[str, ...] = ()
     if task == "regression":
         values = np.stack([_numbers(table, c, path, allow_empty=True) for c in target_columns], axis=1)
@@ -193,8 +199,83 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         index = {c: i for i, c in enumerate(classes)}
         values = np.array([index[n] for n in names], np.int64)
     times = {k: _numbers(table, k, path, allow_empty=False) for k in keys}
+    splits = _per_video(table, SPLIT_COLUMN, ids, path)
+    bad = next(((v, s) for v, s in splits.items() if s not in SPLIT_VALUES), None)
+    if bad:
+        raise SetupError(f"labels file {path}: column 'split' of video {bad[0]!r} is {bad[1]!r}, expected one "
+                         f"of {', '.join(SPLIT_VALUES)} (or empty for the hash split)")
     return LabelTable(path=path, shape=shape, join_column=join, classes=classes,
-                      videos=_group(ids, values, times, shape, path), ignored=ignored)
+                      videos=_group(ids, values, times, shape, path), ignored=ignored, splits=splits,
+                      groups=_per_video(table, GROUP_COLUMN, ids, path))
+
+
+def normalize_id(value) -> str:
+    """A labels cell as a video id: / separators, no leading ./."""
+    v = str(value).replace("\\", "/")
+    while v.startswith("./"):
+        v = v[2:]
+    return v
+
+
+def _per_video(table: pa.Table, name: str, ids: list[str], path: str) -> dict[str, str]:
+    """{video_id: value} of an optional per-video column; rows of one video must agree."""
+    if name not in table.column_names:
+        return {}
+    out: dict[str, str] = {}
+    for i, (vid, v) in enumerate(zip(ids, table[name].cast(pa.string()).to_pylist())):
+        if v is None or v.strip() == "":
+            continue
+        v = v.strip()
+        if out.setdefault(vid, v) != v:
+            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} of video {vid!r} is {v!r}, "
+                             f"but an earlier row says {out[vid]!r}")
+    return out
+
+
+def join_ids(keys: list[str], refs: list, what: str) -> dict[str, str]:
+    """Maps the ids a table names to video ids: itself, or a bare file name to the one video of that name.
+
+    Args:
+      keys: ids as the table gives them.
+      refs: the VideoRefs (path, video_id) of the corpus.
+      what: the table, for messages.
+
+    Returns:
+      {table key: video_id} for the keys that name a video (others are left out).
+
+    Raises:
+      SetupError: a bare file name matches two or more videos, naming their paths.
+    """
+    ids = {r.video_id for r in refs}
+    by_name: dict[str, list] = {}
+    for r in refs:
+        by_name.setdefault(r.video_id.rsplit("/", 1)[-1], []).append(r)
+    out = {}
+    for k in keys:
+        if k in ids:
+            out[k] = k
+        elif "/" not in k and k in by_name:
+            found = by_name[k]
+            if len(found) > 1:
+                raise SetupError(f"{what}: {k!r} is a bare file name and matches {len(found)} videos "
+                                 f"({', '.join(r.path for r in found[:4])}); name it by its path under the input "
+                                 f"root, e.g. {found[0].video_id!r}")
+            out[k] = found[0].video_id
+    return out
+
+
+def rekey(table: LabelTable, refs: list) -> LabelTable:
+    """The table keyed by video ids (`join_ids`): bare file names resolved to paths under the root."""
+    m = join_ids(list(table.videos) + list(table.splits) + list(table.groups), refs, f"labels file {table.path}")
+    seen: dict[str, str] = {}
+    for k in table.videos:
+        if k in m and seen.setdefault(m[k], k) != k:
+            raise SetupError(f"labels file {table.path}: rows for {seen[m[k]]!r} and {k!r} both label video "
+                             f"{m[k]!r}; keep one")
+    return dataclasses.replace(
+        table, videos={m.get(k, k): v for k, v in table.videos.items()},
+        splits={m.get(k, k): v for k, v in table.splits.items()},
+        groups={m.get(k, k): v for k, v in table.groups.items()})
 
 
 def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str) -> dict[str, VideoLabels]:

@@ -16,7 +16,7 @@ from pipelines.labels import VideoLabels
 from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long,
                                 merge_summaries, plan_segments, shared_frames_end, video_time_base)
-from pipelines.split import assign_split
+from pipelines.split import split_of
 from pipelines.stats import VideoStatsAccumulator, VideoSummary
 from pipelines.windows import iter_windows, last_frame_time
 from schemas.codec import RecordCodec
@@ -66,6 +66,8 @@ class VideoJob:
       segment_seconds: local videos longer than ~1.5x this are decoded in segments of about
         this length (`plan_video`); 0 decodes every video whole.
       decoder: bundled | system (pipelines/decoder.py); $CLIPFORGE_DECODER or bundled by default.
+      assigned: {video_id: split} fixed by split lists or a labels `split` column; None: none.
+      groups: {video_id: group}: videos of a group share one hashed split; None: none.
     """
 
     spec: WindowSpec
@@ -79,6 +81,12 @@ class VideoJob:
     limits: ProbeLimits = ProbeLimits()
     segment_seconds: float = 0.0
     decoder: str = dataclasses.field(default_factory=default_decoder)
+    assigned: Optional[dict[str, str]] = None
+    groups: Optional[dict[str, str]] = None
+
+    def split_of(self, video_id: str) -> str:
+        """The video's split (pipelines/split.py `split_of`)."""
+        return split_of(video_id, self.split_fractions, self.split_names, self.assigned, self.groups)
 
     @property
     def horizon(self) -> int:
@@ -218,7 +226,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     """
     ref, spec, horizon = seg.ref, job.spec, job.horizon
     labels = job.labels.get(ref.video_id) if job.labels is not None else None
-    split = assign_split(ref.video_id, job.split_fractions, job.split_names)
+    split = job.split_of(ref.video_id)
     codec = RecordCodec(spec, job.target)
     stats = VideoStatsAccumulator(spec.channels, len(job.target.outputs) if job.target.task == "regression" else 0,
                                   len(job.target.classes) if job.target.task == "classification" else 0)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 # Changing the salt reshuffles every dataset's splits; it is part of the on-disk contract.
 _SALT = b"clipforge-split-v1:"
@@ -18,7 +18,8 @@ def assign_split(video_id: str, fractions: Sequence[float], names: Sequence[str]
     """The split a video belongs to; every window of the video goes there.
 
     Args:
-      video_id: the video's id (its file name).
+      video_id: the video's id (its path under the input root), or the key of its group
+        ("group:" + name), so that every video of a group lands in one split.
       fractions: split fractions summing to 1, in the order of `names`.
       names: split names, e.g. ("train", "validation", "test").
 
@@ -32,3 +33,19 @@ def assign_split(video_id: str, fractions: Sequence[float], names: Sequence[str]
             return name
     # Rounding can leave sum(fractions) a hair under 1: the last non-empty split takes the rest.
     return [n for n, f in zip(names, fractions) if f > 0][-1]
+
+
+def group_key(group: str) -> str:
+    """What a video of GROUP is hashed by: one key per group, never equal to a video id's hash input."""
+    return "group:" + group
+
+
+def split_of(video_id: str, fractions: Sequence[float], names: Sequence[str],
+             assigned: Optional[Mapping[str, str]] = None, groups: Optional[Mapping[str, str]] = None) -> str:
+    """A video's split: the one assigned to it (split lists, a labels `split` column), else a hash of
+    its group when it has one, else a hash of its id. None of it depends on the other videos."""
+    if assigned and video_id in assigned:
+        return assigned[video_id]
+    if groups and video_id in groups:
+        return assign_split(group_key(groups[video_id]), fractions, names)
+    return assign_split(video_id, fractions, names)

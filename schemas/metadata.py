@@ -8,7 +8,9 @@ from typing import Any
 
 from schemas.spec import SpecError, TargetSpec, WindowSpec
 
-SCHEMA_VERSION = 1
+# 2: video ids are paths under the input root (were file names); videos.parquet, provenance, leakage.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # a version 1 dataset reads the same: its ids are file names
 METADATA_FILE = "metadata.json"
 DEAD_LETTER_FILE = "dead_letter.jsonl"
 COMPRESSIONS = ("none", "gzip")
@@ -70,8 +72,9 @@ class DatasetMetadata:
     @classmethod
     def from_dict(cls, d: dict, source: str = "metadata.json") -> "DatasetMetadata":
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise SpecError(f"{source}: schema_version {version!r} is not supported (this clipforge reads {SCHEMA_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise SpecError(f"{source}: schema_version {version!r} is not supported (this clipforge reads "
+                            f"{', '.join(map(str, READABLE_VERSIONS))})")
         missing = [k for k in ("spec", "target", "splits", "stats", "fingerprint") if k not in d]
         if missing:
             raise SpecError(f"{source} lacks field(s) {missing}")

@@ -33,7 +33,7 @@ CANARY = "CLIPFORGE-CANARY-7f3a9c: secret line of a file no video may reveal"
 # Index clips with names that must reach ffmpeg as plain files and be ingested whole.
 ODD_NAMES = {"-dash.mkv": 7, "- -i x.mkv": 6, "with space.mkv": 8, "quote ' and \".mkv": 6,
              "100% %d %s.mkv": 7, "concat:x.mkv": 6, "http:x.mkv": 6, os.fsdecode(b"caf\xe9 \xff.mkv"): 7,
-             "one/same.mkv": 6}
+             "one/same.mkv": 6, "two/same.mkv": 9}
 # path under the corpus -> (stage, kind) of its dead letter.
 HOSTILE = {
     "zero.mp4": ("probe", "probe_failed"),
@@ -53,7 +53,6 @@ HOSTILE = {
     "http_master.m3u8": ("probe", "format_not_allowed"),
     "http.ffconcat": ("probe", "format_not_allowed"),
     "short.mkv": ("window", "too_short"),
-    "two/same.mkv": ("read", "duplicate_video_id"),
     "fifo.mp4": ("read", "missing_file"),  # not a regular file: opening it would block ffprobe
 }
 # Source frame i of vfr.mkv is shown from tick VFR_TICKS[i] (1/10 s): gaps of 1, 2, 3, 4, 5 ticks.
@@ -107,7 +106,6 @@ def make_corpus(root, url: str) -> dict:
     p = {name: str(d / name) for name in [*HOSTILE, *ODD_NAMES, "tail_cut.mp4", "vfr.mkv"]}
     for name, n in ODD_NAMES.items():
         videos.make_video(p[name], frames=n)
-    videos.make_video(p["two/same.mkv"], frames=9)
     videos.make_video(p["short.mkv"], frames=4)  # a window needs 4 + horizon 1
     os.mkfifo(p["fifo.mp4"])
     videos.zero_byte(p["zero.mp4"])
@@ -202,7 +200,7 @@ def test_every_hostile_file_is_dead_lettered_with_its_reason(hostile):
             assert f"'{fmt}'" in d["reason"] and "Format not on whitelist" in d["stderr"], d
     assert "16000x16000" in rel["huge.mkv"]["reason"] and "2000 fps" in rel["fast.mp4"]["reason"]
     meta = DatasetMetadata.load(hostile["out"])
-    assert meta.dead_letter["count"] == len(HOSTILE) == 19
+    assert meta.dead_letter["count"] == len(HOSTILE) == 18
     assert meta.dead_letter["reasons"]["format_not_allowed"] == 9
     assert not {r["video_id"] for r in hostile["records"]} & {"secret_clip.mkv", "secret.ffconcat"}
 
@@ -210,13 +208,14 @@ def test_every_hostile_file_is_dead_lettered_with_its_reason(hostile):
 def test_odd_names_are_plain_files_and_ingested_whole(hostile):
     got = by_video(hostile["records"])
     for name, n in ODD_NAMES.items():
-        vid = os.path.basename(name)
+        vid = name  # its path under the input root
         assert sorted(got[vid]) == list(range(0, 2 * count_windows(n, 4, 2, 1), 2)), name
         for s, r in got[vid].items():
             assert [videos.frame_index(f) for f in r["frames"]] == list(range(s, s + 4))
             assert [videos.frame_index(f) for f in r["next_frames"]] == [s + 4]
-    # the duplicate id kept the first path (one/, 6 frames), not two/ (9 frames)
-    assert len(got["same.mkv"]) == count_windows(6, 4, 2, 1)
+    # one file name in two folders: two videos, each with its own windows
+    assert len(got["one/same.mkv"]) == count_windows(6, 4, 2, 1)
+    assert len(got["two/same.mkv"]) == count_windows(9, 4, 2, 1)
     assert os.fsdecode(b"caf\xe9 \xff.mkv") in got and "\udce9" in os.fsdecode(b"caf\xe9 \xff.mkv")
 
 

@@ -167,9 +167,10 @@ def test_metadata_describes_the_run_and_nothing_is_left_beside_it(regression_run
 
 def test_same_splits_and_records_from_a_reordered_list_on_two_workers(regression_run, corpus):
     _, _, first = regression_run
-    listing = corpus / "list.txt"
+    # in the videos' folder, so that ids (paths under the list's folder) are those of the directory run
     names = sorted(os.listdir(corpus / "videos"), reverse=True)
-    listing.write_text("# the same videos, reversed\n" + "\n".join(f"videos/{n}" for n in names) + "\n")
+    listing = corpus / "videos" / "list.txt"
+    listing.write_text("# the same videos, reversed\n" + "\n".join(names) + "\n")
     out = str(corpus / "out_listed")
     rc, _ = ingest("--input", str(listing), "--labels", str(corpus / "labels.csv"), "--output", out,
                    "--task", "regression", "--splits", "0.5,0.25,0.25", "--num-shards", "2", *FLAGS,

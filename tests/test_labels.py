@@ -15,7 +15,7 @@ def write_csv(tmp_path, text, name="labels.csv"):
 
 
 def test_per_video_regression_csv_and_parquet_agree(tmp_path):
-    csv = write_csv(tmp_path, "video,speed,angle,notes\ndir/a.mp4,1.5,-2,x\nb.mp4,3,4,y\n")
+    csv = write_csv(tmp_path, "video,speed,angle,notes\n./a.mp4,1.5,-2,x\nb.mp4,3,4,y\n")
     pqt = str(tmp_path / "labels.parquet")
     pq.write_table(pa.table({"video_id": ["a.mp4", "b.mp4"], "speed": [1.5, 3.0], "angle": [-2, 4]}), pqt)
     for path, join in ((csv, "video"), (pqt, "video_id")):
