@@ -23,6 +23,8 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `--set clip_strides=2` reads as one number: a one-item list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}={value!r}: expected a list")
         inner = args[0] if args else str

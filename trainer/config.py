@@ -60,6 +60,12 @@ class TrainConfig:
         the run fails (a dead or preempted peer); 0 leaves TensorFlow's default (no limit).
       warm_start: a .keras or .weights.h5 file of the same architecture and window spec to start
         from (e.g. the blessed model's model.keras); empty for a fresh start.
+      clip_frames: K, the frames the backbone sees per window (1..T; 0 is the dataset's T, i.e. no
+        crop). Training takes a K-frame span at a random offset, drawn afresh each epoch; the
+        model itself crops the centre span (the last one for next_frame), so the SavedModel still
+        takes T frames.
+      clip_strides: temporal strides a training span draws from (frame-rate jitter); K * s must
+        fit in T. Evaluation and serving use stride 1.
     """
 
     data: str = ""
@@ -95,6 +101,8 @@ class TrainConfig:
     temporal: str = "conv3d"
     collective_timeout: float = 0.0
     warm_start: str = ""
+    clip_frames: int = 0
+    clip_strides: tuple[int, ...] = (1,)
 
     def validate(self) -> "TrainConfig":
         """Checks every field that does not need the dataset; raises ConfigError naming it."""
@@ -133,7 +141,22 @@ class TrainConfig:
         _need(not self.warm_start or (os.path.isfile(self.warm_start) and self.warm_start.endswith(
             (".keras", ".weights.h5"))), "warm_start", self.warm_start,
             "empty or an existing .keras / .weights.h5 file")
+        _need(self.clip_frames >= 0, "clip_frames", self.clip_frames,
+              "an integer >= 1 (or 0: the dataset's frames per window)")
+        _need(len(self.clip_strides) >= 1 and all(s >= 1 for s in self.clip_strides), "clip_strides",
+              self.clip_strides, "a non-empty list of integers >= 1, e.g. 1,2")
         return self
+
+    def clip_length(self, frames: int) -> int:
+        """K for a dataset of `frames` frames per window; raises ConfigError if it does not fit."""
+        k = self.clip_frames or frames
+        _need(k <= frames, "clip_frames", self.clip_frames,
+              f"at most the dataset's {frames} frames per window")
+        span = k * max(self.clip_strides)
+        _need(span <= frames, "clip_strides", self.clip_strides,
+              f"strides s with clip_frames * s <= {frames} (the dataset's frames per window); "
+              f"{k} * {max(self.clip_strides)} = {span}")
+        return k
 
     def check_task(self, task: str) -> None:
         """Checks the fields whose valid values depend on the dataset's task."""

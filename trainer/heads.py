@@ -1,8 +1,10 @@
 """The task model: uint8 frames -> preprocessing -> an architecture's backbone -> the task head.
 
-One head per task, shared by every architecture. Preprocessing (uint8 to float, standardising
-with the dataset's pixel stats) is the model's first layers and de-standardising its last, so
-the SavedModel takes raw frames and returns values in the data's units.
+One head per task, shared by every architecture. Preprocessing (cropping the K-frame span of
+clip_frames, uint8 to float, standardising with the dataset's pixel stats) is the model's first
+layers and de-standardising its last, so the SavedModel takes raw T-frame windows and returns
+values in the data's units. The backbone's feature vector is the output of the layer named
+EMBEDDING_LAYER (the export's `embed` signature).
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from keras import layers
 from schemas.metadata import DatasetMetadata
 from trainer import TrainerError
 from trainer.archs import ARCHS, build_backbone
+from trainer.augment import span_start
 from trainer.losses import safe_std
+
+EMBEDDING_LAYER = "embedding"
 
 
 def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
@@ -35,14 +40,24 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
             raise TrainerError(f"metadata.json stats.{key}={stats.get(key)!r}: expected "
                                f"{spec.channels} value(s), one per channel")
     frames = keras.Input(spec.window_shape, dtype="uint8", name="frames")
+    clip = clip_shape(meta, cfg)
+    seen = frames
+    if clip[0] < spec.frames:
+        # The span the input pipeline put there in training; the centre (the end for
+        # next_frame) of the window otherwise.
+        start = span_start(spec.frames, clip[0], task)
+        seen = layers.Cropping3D(((start, spec.frames - clip[0] - start), (0, 0), (0, 0)),
+                                 name="clip_frames")(frames)
     # float32 whatever the mixed-precision policy: next_frame adds residuals to these pixels.
-    pixels = layers.Rescaling(1.0, dtype="float32", name="pixels")(frames)
+    pixels = layers.Rescaling(1.0, dtype="float32", name="pixels")(seen)
     std = safe_std(stats["pixel_std"], floor=1.0)
     mean = [float(m) for m in stats["pixel_mean"]]
     standardized = layers.Rescaling([1.0 / s for s in std], [-m / s for m, s in zip(mean, std)],
-                                    name="standardize")(frames)
-    backbone = build_backbone(cfg.arch, spec.window_shape, cfg)
+                                    name="standardize")(seen)
+    backbone = build_backbone(cfg.arch, clip, cfg)
     features = backbone(pixels if ARCHS[cfg.arch].takes_pixels else standardized)
+    # float32 so the exported embedding has one dtype whatever the precision policy.
+    features = layers.Identity(dtype="float32", name=EMBEDDING_LAYER)(features)
     features = layers.Dropout(cfg.dropout, name="head_dropout")(features)
     if task == "regression":
         prediction = regression_head(features, meta)
@@ -51,6 +66,18 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
     else:
         prediction = next_frame_head(features, pixels, standardized, meta, std)
     return keras.Model(frames, prediction, name=f"{cfg.arch}_{task}")
+
+
+def clip_shape(meta: DatasetMetadata, cfg) -> tuple[int, int, int, int]:
+    """(K, H, W, C): the window shape the backbone sees after the clip_frames crop."""
+    t, h, w, c = meta.spec.window_shape
+    k = cfg.clip_length(t) if hasattr(cfg, "clip_length") else t
+    return (k, h, w, c)
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The model from the same uint8 frames to the backbone's feature vector [batch, D]."""
+    return keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output, name=f"{model.name}_embed")
 
 
 def regression_head(features, meta: DatasetMetadata):
@@ -78,7 +105,7 @@ def next_frame_head(features, pixels, standardized, meta: DatasetMetadata, std):
     The last conv is zero-initialised, so before training the prediction is exactly the last
     input frame repeated (the copy-last baseline) and training only has to learn the change.
     """
-    t, h, w, c = meta.spec.window_shape
+    t, h, w, c = pixels.shape[1:]  # t is K, the frames left after the clip_frames crop
     horizon = meta.target.horizon
     # Upsample x2 per step from a coarse grid, at most 3 steps, fewer for tiny frames.
     steps = max(0, min(3, int(math.log2(max(1, min(h, w)))) - 2))

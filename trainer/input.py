@@ -10,7 +10,7 @@ from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from trainer import TrainerError
-from trainer.augment import augment_fn
+from trainer.augment import augment_fn, temporal_span_fn
 
 TARGET_KEYS = {"regression": fk.TARGET, "classification": fk.LABEL, "next_frame": fk.NEXT_FRAMES}
 AUTOTUNE = tf.data.AUTOTUNE
@@ -59,7 +59,8 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
                  training: bool, seed: int = 0, shuffle_buffer: int = 0,
                  augment: tuple[str, ...] = (), num_workers: int = 1, worker_index: int = 0,
                  deterministic: bool = True, pixel_dtype: tf.DType = tf.uint8,
-                 cache: bool = False) -> tf.data.Dataset:
+                 cache: bool = False, clip_frames: int = 0,
+                 clip_strides: tuple[int, ...] = (1,)) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
     Args:
@@ -80,6 +81,9 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
         workers to build the model, and collective ops do not take uint8.
       cache: keep the decoded windows in memory after the first pass (see `decoded_bytes`);
         later epochs then neither read nor decode (training shuffles the cached windows).
+      clip_frames: K of TrainConfig.clip_frames (0: T); with clip_strides, training windows
+        carry a random K-frame span where the model's crop reads it (augment.temporal_span_fn).
+      clip_strides: the strides a training span draws from.
 
     Returns:
       A dataset of (frames uint8 [B, T, H, W, C], target): float32 [B, D] (regression),
@@ -113,15 +117,18 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
         if training:  # the buffer now holds decoded windows, at most the split already in memory
             n = max(meta.num_windows(split), 1)
             ds = ds.shuffle(min(shuffle_buffer or n, n), seed=seed, reshuffle_each_iteration=True)
+    frames = meta.spec.frames
+    span = temporal_span_fn(frames, clip_frames or frames, clip_strides, meta.target.task) if training else None
     fn = augment_fn(augment, meta.target.task) if training else None
-    if fn is not None:
-        # Augment after parsing (it works on pixels) and before batching (each window draws its
-        # own transform). A window's seed is (seed, its position in the epoch's stream); the
-        # order is reshuffled every epoch, so a window gets new transforms each epoch. scan()
-        # counts positions without adding a second source dataset, which FILE sharding forbids.
+    if fn is not None or span is not None:
+        # Draw spans and augment after parsing (they work on frames) and before batching (each
+        # window draws its own). A window's seed is (seed, its position in the epoch's stream);
+        # the order is reshuffled every epoch, so a window gets a new span and new transforms
+        # each epoch. scan() counts positions without adding a second source dataset, which
+        # FILE sharding forbids.
         ds = ds.scan(tf.constant(0, tf.int64),
                      lambda i, x: (i + 1, (x[0], x[1], tf.stack([tf.constant(seed, tf.int64), i]))))
-        ds = ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(_random_window(span, fn), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # No repeat(): Keras restarts the iterator each epoch, so an epoch is exactly one pass and the
     # epoch count that BackupAndRestore records means what it says.
     # Training drops the last partial batch so every step has the same global batch: replicas
@@ -151,6 +158,18 @@ def decoded_bytes(meta: DatasetMetadata, split: str) -> int:
 def fits_cache(meta: DatasetMetadata, split: str, cache_mb: int) -> bool:
     """Whether a split's decoded windows fit in `cache_mb` MiB (make_dataset's `cache`)."""
     return decoded_bytes(meta, split) <= cache_mb * 2 ** 20
+
+
+def _random_window(span, augment):
+    """fn(frames, target, seed): the temporal span first (it picks frames), then the augmentations."""
+    def apply(frames, target, seed):
+        if span is not None:
+            seeds = tf.random.experimental.stateless_split(seed, 2)
+            frames, seed = span(frames, seeds[0]), seeds[1]
+        # Without a span the augmentations get the window's seed itself: runs without
+        # clip_frames draw exactly the transforms they drew before it existed.
+        return augment(frames, target, seed) if augment is not None else (frames, target)
+    return apply
 
 
 def _frames_and_target(parsed: dict, key: str):

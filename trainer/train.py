@@ -20,7 +20,8 @@ from trainer import TrainerError, cpu
 from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, make_callbacks
 from trainer.config import TrainConfig
 from trainer.export import export_model
-from trainer.heads import build_model
+from trainer.augment import span_start
+from trainer.heads import EMBEDDING_LAYER, build_model
 from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, fits_cache, make_dataset
 from trainer.losses import PRIMARY_METRIC, task_loss, task_metrics
 
@@ -235,6 +236,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     meta = DatasetMetadata.load(cfg.data)
     task = meta.target.task
     cfg.check_task(task)
+    cfg.clip_length(meta.spec.frames)  # clip_frames / clip_strides must fit the dataset's windows
     val_split = resolve_splits(cfg, meta)
     n_train = meta.num_windows(cfg.train_split)
     steps = n_train // cfg.batch_size
@@ -339,7 +341,8 @@ def split_dataset(cfg: TrainConfig, meta: DatasetMetadata, split: str, training:
                       augment=cfg.augmentations(meta.target.task) if training else (),
                       num_workers=role.num_workers, worker_index=role.index,
                       pixel_dtype=tf.int32 if role.num_workers > 1 else tf.uint8,
-                      cache=fits_cache(meta, split, cfg.cache_mb))
+                      cache=fits_cache(meta, split, cfg.cache_mb),
+                      clip_frames=cfg.clip_length(meta.spec.frames), clip_strides=cfg.clip_strides)
     if role.num_workers == 1:
         # A known length: Keras shows progress, and shards holding fewer records than
         # metadata.json says fail loudly instead of silently shortening every epoch.
@@ -363,6 +366,8 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
                policy: str, val_split: Optional[str]) -> dict:
     """The model_card.json content."""
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frames = meta.spec.frames
+    k = cfg.clip_length(frames)
     return {
         "architecture": cfg.arch,
         "arch_config": cfg.arch_options(),
@@ -370,6 +375,12 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
         "target": meta.target.to_dict(),
         "parameters": result.parameters,
         "trainable_parameters": trainable,
+        # What the backbone sees of each T-frame window: training draws a K-frame span at a
+        # random offset and stride; evaluation and serving crop span_start() at stride 1.
+        "clip": {"frames": frames, "clip_frames": k, "clip_strides": list(cfg.clip_strides),
+                 "eval_span": "last" if meta.target.task == "next_frame" else "centre",
+                 "eval_start": span_start(frames, k, meta.target.task)},
+        "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
         "train_config": cfg.to_dict(),
         "dataset": {"path": os.path.abspath(cfg.data), "fingerprint": meta.fingerprint,
                     "spec": meta.spec.to_dict(),
