@@ -236,3 +236,59 @@ def test_help_explains_flags(capsys):
     assert e.value.code == 0
     for flag in ("--model", "--data", "--split", "--output", "--batch-size", "--top-k"):
         assert flag in out
+
+
+def _video_reference(task, data, how):
+    """Video-level figures of the model and the baseline computed directly in numpy."""
+    pred = _model_np(task, data["frames"])
+    by_video = lambda a: a.reshape((N_VIDEOS, PER_VIDEO) + a.shape[1:])  # windows are in video order
+    combine = (lambda a: by_video(a).max(1)) if how == "max" else (lambda a: by_video(a).mean(1))
+    if task == "regression":
+        vt, vp = combine(data["target"]), combine(pred)
+        base = np.array(STATS["regression"]["target_mean"])
+        return {"mae": np.abs(vt - vp).mean(), "rmse": np.sqrt(((vt - vp) ** 2).mean())}, \
+               {"mae": np.abs(vt - base).mean()}
+    if task == "classification":
+        truth = np.eye(3)[data["label"]].reshape(N_VIDEOS, PER_VIDEO, 3).sum(1).argmax(1)
+        if how == "vote":
+            votes = np.eye(3)[pred.argmax(1)].reshape(N_VIDEOS, PER_VIDEO, 3).sum(1)
+            guess = np.array([max(np.flatnonzero(v == v.max()), key=lambda k: s[k])
+                              for v, s in zip(votes, by_video(pred).sum(1))])
+        else:
+            guess = combine(pred).argmax(1)
+        return {"accuracy": (truth == guess).mean()}, {"accuracy": (truth == 1).mean()}
+    truth = data["next"].astype(np.float64)
+    window_mse = ((np.clip(pred, 0, 255) - truth) ** 2).mean((1, 2, 3, 4))
+    copy_mse = ((np.repeat(data["frames"][:, -1:].astype(np.float64), 2, 1) - truth) ** 2).mean((1, 2, 3, 4))
+    psnr = lambda mse: np.mean(10 * np.log10(255 ** 2 / combine(mse)))
+    return {"psnr": psnr(window_mse)}, {"psnr": psnr(copy_mse)}
+
+
+def test_video_level_figures_for_every_task_and_rule(evaluated, tmp_path, capsys):
+    task, _, m, page, data, root = evaluated
+    base_key = "baseline_copy_last" if task == "next_frame" else "baseline"
+    rules = {"regression": ["max"], "classification": ["max", "vote"], "next_frame": ["max"]}[task]
+    results = {"mean": m}
+    for how in rules:
+        out = tmp_path / how
+        assert cli.main(["evaluate", "--model", str(root / "export"), "--data", str(root / "data"),
+                         "--output", str(out), "--aggregate", how, "--no-report"]) == 0
+        results[how] = json.loads((out / "metrics.json").read_text())
+    for how, got in results.items():
+        assert got["aggregate"] == how
+        assert got["model"]["video"]["videos"] == got[base_key]["video"]["videos"] == N_VIDEOS
+        model, base = _video_reference(task, data, how)
+        for k, v in model.items():
+            assert got["model"]["video"][k] == pytest.approx(v, rel=1e-4), (how, k)
+        for k, v in base.items():
+            assert got[base_key]["video"][k] == pytest.approx(v, rel=1e-4), (how, k)
+    # Window-level figures do not depend on the rule; the report shows both levels.
+    assert all(r["model"]["mse" if task != "classification" else "accuracy"] ==
+               m["model"]["mse" if task != "classification" else "accuracy"] for r in results.values())
+    assert 'id="video-metrics"' in page and "per window" in page and "per video (mean)" in page
+    if task != "classification":
+        rc = cli.main(["evaluate", "--model", str(root / "export"), "--data", str(root / "data"),
+                       "--output", str(tmp_path / "vote"), "--aggregate", "vote"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "aggregate=vote applies to classification only" in err
+        assert not (tmp_path / "vote" / "metrics.json").exists()

@@ -16,6 +16,7 @@ from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import SpecError
 from trainer import metrics as mt
+from trainer.video_metrics import AGGREGATES, check_aggregate
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -101,15 +102,20 @@ def _check_prediction(pred: np.ndarray, batch: int, meta: DatasetMetadata) -> No
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int = 32,
-             top_k: int = 2) -> tuple[dict, Any, dict, DatasetMetadata]:
-    """Scores an export on a dataset split against the task's baselines.
+             top_k: int = 2, aggregate: str = "mean") -> tuple[dict, Any, dict, DatasetMetadata]:
+    """Scores an export on a dataset split against the task's baselines, per window and per video.
+
+    `aggregate` (mean | max | vote; vote for classification only) is how a video's windows
+    combine into the video-level figures.
 
     Returns:
       (metrics, accumulator, model card, dataset metadata). The accumulator holds the bounded
       samples the report plots. `metrics` (written as metrics.json; NaN/inf are written as null) has:
 
         task, split, windows, videos, nonfinite_windows, status ("ok" | "nonfinite_predictions"),
-        model_dir, data_dir, dataset_fingerprint, model_dataset_fingerprint, architecture, then per task:
+        model_dir, data_dir, dataset_fingerprint, model_dataset_fingerprint, architecture,
+        aggregate, then per task (every model.* / baseline*.* block also holds "video": the same
+        figures per video, each video's windows combined by `aggregate`):
 
         regression:
           model.{mae, rmse, mse, r2, pearson_r}            mean over outputs (rmse = sqrt of mean mse)
@@ -120,6 +126,8 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
                                                             its pearson_r is null (constant)
           skill                                             1 - MSE_model / MSE_baseline
           skill_per_output.<name>
+          model.video.{videos, mae, rmse, mse, r2, pearson_r, per_output}   per-video mean (max)
+                                                            prediction vs per-video mean (max) target
         classification:
           model.{accuracy, top_k_accuracy, k, macro_f1, video_accuracy}
           model.per_class.<class>.{precision, recall, f1, support}
@@ -127,18 +135,27 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
           model.confusion_matrix_normalized  rows divided by the true-class count
           baseline.<same keys>, baseline.majority_class     always the training majority class
                                                             (argmax of stats.class_histogram)
+          model.video.{videos, accuracy, macro_f1, confusion_matrix}   one class per video: argmax of
+                                                            the mean (max) probabilities, or the vote
         next_frame:
           model.{mse, mae, psnr, ssim}                      over all horizon steps, 0..255 scale
           model.per_step[i].{step, mse, mae, psnr, ssim}    step = 1..horizon
           baseline_copy_last.<same keys>                    last input frame repeated
           baseline_linear.<same keys>                       last + k*(last - previous), clipped; null if T=1
           gain_db_over_copy_last                            model.psnr - baseline_copy_last.psnr
+          model.video.{videos, mse, psnr, ssim}             mean over videos of each video's PSNR (of
+                                                            its mean window MSE) and mean SSIM; max:
+                                                            of its worst window
 
     Raises:
       EvaluationError, MissingMetadataError, SpecError: a wrong set-up, with one clear message.
     """
     import tensorflow as tf
     model_meta, card = ex.load_export_metadata(model_dir)
+    try:
+        check_aggregate(model_meta.target.task, aggregate)
+    except ValueError as e:
+        raise EvaluationError(f"--{e.args[0]}") from None
     data_meta = DatasetMetadata.load(data_dir)
     for note in check_specs(model_meta, data_meta):
         print(note, file=sys.stderr)
@@ -146,7 +163,12 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
     _, fn = _load_serving_fn(model_dir, data_meta.spec)
     t = data_meta.target
     try:  # the baseline is what the model could have learnt: its own training split's stats
-        acc = mt.make_accumulator(t.task, t.classes, t.outputs, t.horizon, model_meta.stats or data_meta.stats, top_k)
+        check_aggregate(t.task, aggregate)
+    except ValueError as e:
+        raise EvaluationError(f"--{e.args[0]}") from None
+    try:
+        acc = mt.make_accumulator(t.task, t.classes, t.outputs, t.horizon, model_meta.stats or data_meta.stats,
+                                  top_k, aggregate)
     except (KeyError, ValueError) as e:
         raise EvaluationError(f"{model_dir}/metadata.json: {e.args[0]}") from None
     videos: set[str] = set()
@@ -164,7 +186,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
             elif t.task == "classification":
                 acc.update(ids, batch[fk.LABEL].numpy(), pred)
             else:
-                acc.update(batch[fk.FRAMES].numpy(), batch[fk.NEXT_FRAMES].numpy(), pred)
+                acc.update(batch[fk.FRAMES].numpy(), batch[fk.NEXT_FRAMES].numpy(), pred, ids)
     except tf.errors.OpError as e:
         raise EvaluationError(f"reading split {split!r} of {data_dir} failed: {e.message}") from None
     if acc.windows == 0:
@@ -176,7 +198,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
                "model_dir": os.path.abspath(model_dir), "data_dir": os.path.abspath(data_dir),
                "dataset_fingerprint": data_meta.fingerprint,
                "model_dataset_fingerprint": model_meta.fingerprint,
-               "architecture": card.get("architecture")}
+               "architecture": card.get("architecture"), "aggregate": aggregate}
     metrics.update(acc.result())
     return metrics, acc, card, data_meta
 
@@ -210,6 +232,11 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"{'skill':<16}{fmt(metrics['skill']):>12}")
     if task == "next_frame":
         lines.append(f"{'gain_db':<16}{fmt(metrics['gain_db_over_copy_last']):>12}")
+    video_keys = {"regression": ("r2", "mae"), "classification": ("accuracy", "macro_f1"),
+                  "next_frame": ("psnr", "ssim")}[task]
+    model_video, base_video = metrics["model"].get("video") or {}, metrics[base].get("video") or {}
+    lines += [f"{'video ' + k:<16}{fmt(model_video.get(k)):>12}{fmt(base_video.get(k)):>20}"
+              for k in video_keys if model_video]
     return lines
 
 
@@ -226,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="windows per model call (default: 32)")
     p.add_argument("--top-k", type=int, default=2,
                    help="k of top-k accuracy for classification, clamped to the number of classes (default: 2)")
+    p.add_argument("--aggregate", choices=AGGREGATES, default="mean",
+                   help="how a video's windows combine into the video-level figures (model.video.*): "
+                        "mean or max of the predictions (probabilities for classification, window "
+                        "errors for next_frame, where max is each video's worst window), or vote "
+                        "(classification only: the most frequent window class). Default: mean")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
     return p
 
@@ -237,7 +269,8 @@ def run(argv: Optional[list[str]] = None) -> int:
         print("clipforge evaluate: error: --batch-size and --top-k must be >= 1", file=sys.stderr)
         return 2
     try:
-        metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k)
+        metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k,
+                                                 args.aggregate)
         os.makedirs(args.output, exist_ok=True)
     except (EvaluationError, MissingMetadataError, SpecError, OSError) as e:
         print(f"clipforge evaluate: error: {e}", file=sys.stderr)

@@ -5,6 +5,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from trainer.video_metrics import VideoFrameErrors, VideoValues, check_aggregate, video_labels
+
 MAX_PIXEL = 255.0
 # PSNR of a perfect prediction is infinite; flooring the MSE keeps metrics.json finite (~148 dB).
 MSE_FLOOR = 1e-10
@@ -116,10 +118,14 @@ class RegressionMetrics:
       sample_size: windows kept (reservoir sample) for the predicted-vs-true plot.
       series_videos: videos whose every window is kept for the error-along-time plot.
       seed: seed of the reservoir sample.
+      aggregate: how a video's windows combine into its "video" figures: mean | max (of the
+        predictions and of the targets alike).
     """
 
     def __init__(self, outputs: Sequence[str], train_mean: Sequence[float], sample_size: int = 2000,
-                 series_videos: int = 4, seed: int = 0):
+                 series_videos: int = 4, seed: int = 0, aggregate: str = "mean"):
+        check_aggregate("regression", aggregate)
+        self.aggregate = aggregate
         self.outputs = list(outputs)
         self.train_mean = np.asarray(train_mean, np.float64).reshape(-1)
         if self.train_mean.shape[0] != len(self.outputs):
@@ -128,6 +134,7 @@ class RegressionMetrics:
         self.model = _Moments(d, self.train_mean)
         self.baseline = _Moments(d, self.train_mean)
         self.videos: dict[str, list] = {}  # video -> [count, sum truth [D], sum prediction [D]]
+        self.video_truth, self.video_pred = VideoValues(d), VideoValues(d)
         self.windows = 0
         self.nonfinite = 0
         self._rng = np.random.default_rng(seed)
@@ -147,6 +154,8 @@ class RegressionMetrics:
         self.nonfinite += int(_nonfinite_rows(p).sum())
         self.model.update(y, p)
         self.baseline.update(y, np.broadcast_to(self.train_mean, y.shape))
+        self.video_truth.update(video_ids, y)
+        self.video_pred.update(video_ids, p)
         for i, vid in enumerate(video_ids):
             acc = self.videos.setdefault(vid, [0, np.zeros(y.shape[1]), np.zeros(y.shape[1])])
             acc[0] += 1
@@ -182,9 +191,16 @@ class RegressionMetrics:
         per_video.update(video_true, video_pred)
         per_video_base.update(video_true, np.broadcast_to(self.train_mean, video_true.shape))
         model["per_video"] = per_video.result(self.outputs)
+        order = sorted(self.videos)
+        truth, pred = (v.aggregated(self.aggregate, order) for v in (self.video_truth, self.video_pred))
+        video, video_base = _Moments(d, self.train_mean), _Moments(d, self.train_mean)
+        video.update(truth, pred)
+        video_base.update(truth, np.broadcast_to(self.train_mean, truth.shape))
+        model["video"] = {"videos": len(order), **video.result(self.outputs)}
         if self.nonfinite:
             model = _nan_like(model)
         base["per_video"] = per_video_base.result(self.outputs)
+        base["video"] = {"videos": len(order), **video_base.result(self.outputs)}
         skill = {n: 1.0 - float(_ratio(model["per_output"][n]["mse"], base["per_output"][n]["mse"]))
                  for n in self.outputs}
         return {"model": model, "baseline": base, "skill": 1.0 - float(_ratio(model["mse"], base["mse"])),
@@ -224,6 +240,15 @@ def _class_report(cm: np.ndarray, topk_correct: int, classes: Sequence[str], vid
     }
 
 
+def _video_class_report(truth: np.ndarray, pred: np.ndarray, k: int) -> dict:
+    """Accuracy, macro F1 and the confusion matrix of one class per video."""
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (truth, pred), 1)
+    report = _class_report(cm, 0, [str(i) for i in range(k)], float("nan"), 1)
+    return {"videos": int(len(truth)), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "confusion_matrix": report["confusion_matrix"]}
+
+
 class ClassificationMetrics:
     """Window-level and per-video (majority vote) classification metrics, model and majority-class baseline.
 
@@ -231,9 +256,14 @@ class ClassificationMetrics:
       classes: the K class names, in label-index order.
       train_histogram: [K] window counts per class in the training split; its argmax is the baseline.
       top_k: k of top-k accuracy, clamped to K.
+      aggregate: how a video's windows combine into its "video" figures: mean | max of the
+        probabilities, or vote (see video_metrics.video_labels).
     """
 
-    def __init__(self, classes: Sequence[str], train_histogram: Sequence[float], top_k: int = 2):
+    def __init__(self, classes: Sequence[str], train_histogram: Sequence[float], top_k: int = 2,
+                 aggregate: str = "mean"):
+        check_aggregate("classification", aggregate)
+        self.aggregate = aggregate
         self.classes = list(classes)
         k = len(self.classes)
         hist = np.asarray(train_histogram, np.float64).reshape(-1)
@@ -246,6 +276,7 @@ class ClassificationMetrics:
         self.cm_base = np.zeros((k, k), np.int64)
         self.topk_correct = self.topk_base = 0
         self.videos: dict[str, np.ndarray] = {}  # video -> [3, K]: true counts, votes, summed probabilities
+        self.video_truth, self.video_votes, self.video_probs = (VideoValues(k) for _ in range(3))
         self.windows = self.nonfinite = 0
 
     def update(self, video_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
@@ -262,7 +293,12 @@ class ClassificationMetrics:
         topk = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
         self.topk_correct += int((topk == labels[:, None]).any(1).sum())
         self.topk_base += int(np.isin(labels, self.baseline_topk).sum())
-        for vid, lab, pr, p in zip(video_ids, labels, pred, np.nan_to_num(probs, neginf=0.0)):
+        k = len(self.classes)
+        finite = np.nan_to_num(probs, neginf=0.0)
+        self.video_truth.update(video_ids, np.eye(k)[labels])
+        self.video_votes.update(video_ids, np.eye(k)[pred])
+        self.video_probs.update(video_ids, finite)
+        for vid, lab, pr, p in zip(video_ids, labels, pred, finite):
             acc = self.videos.setdefault(vid, np.zeros((3, len(self.classes))))
             acc[0, lab] += 1
             acc[1, pr] += 1
@@ -285,8 +321,14 @@ class ClassificationMetrics:
         model = _class_report(self.cm, self.topk_correct, self.classes, video_acc, self.top_k)
         if self.nonfinite:
             model = _nan_like(model)
+        order = sorted(self.videos)
+        truth, pred = video_labels(self.video_truth, self.video_votes, self.video_probs, self.aggregate, order)
+        model["video"] = _video_class_report(truth, pred, len(self.classes))
+        if self.nonfinite:
+            model["video"] = _nan_like(model["video"])
         base = _class_report(self.cm_base, self.topk_base, self.classes, video_base, self.top_k)
         base["majority_class"] = self.classes[self.majority]
+        base["video"] = _video_class_report(truth, np.full_like(truth, self.majority), len(self.classes))
         return {"model": model, "baseline": base}
 
 
@@ -301,23 +343,32 @@ class _FrameErrors:
         self.ssim = np.zeros(horizon)
         self.frames = 0  # windows seen; each contributes one frame per step
         self.pixels = 0  # values per frame (H * W * C)
+        self.video = VideoFrameErrors()
 
-    def update(self, truth: np.ndarray, pred: np.ndarray) -> None:
+    def update(self, truth: np.ndarray, pred: np.ndarray, video_ids: Optional[Sequence[str]] = None) -> None:
         err = pred - truth
         self.frames += truth.shape[0]
         self.pixels = int(np.prod(truth.shape[2:]))
         self.se += (err ** 2).sum(axis=(0, 2, 3, 4))
         self.ae += np.abs(err).sum(axis=(0, 2, 3, 4))
+        window_ssim = np.zeros(truth.shape[0])
         for step in range(truth.shape[1]):
-            self.ssim[step] += ssim(truth[:, step], pred[:, step]).sum()
+            s = ssim(truth[:, step], pred[:, step])
+            self.ssim[step] += s.sum()
+            window_ssim += s / truth.shape[1]
+        if video_ids is not None:
+            self.video.update(video_ids, (err ** 2).mean(axis=(1, 2, 3, 4)), window_ssim)
 
-    def result(self) -> dict:
+    def result(self, aggregate: str = "mean") -> dict:
         n = self.frames * self.pixels
         mse, mae = self.se / n, self.ae / n
         per_step = [{"step": i + 1, "mse": float(mse[i]), "mae": float(mae[i]), "psnr": float(psnr(mse[i])),
                      "ssim": float(self.ssim[i] / self.frames)} for i in range(len(mse))]
-        return {"mse": float(mse.mean()), "mae": float(mae.mean()), "psnr": float(psnr(mse.mean())),
-                "ssim": float(self.ssim.sum() / (self.frames * len(mse))), "per_step": per_step}
+        out = {"mse": float(mse.mean()), "mae": float(mae.mean()), "psnr": float(psnr(mse.mean())),
+               "ssim": float(self.ssim.sum() / (self.frames * len(mse))), "per_step": per_step}
+        if self.video.mse.videos:
+            out["video"] = self.video.result(aggregate, psnr)
+        return out
 
 
 def copy_last(frames: np.ndarray, horizon: int) -> np.ndarray:
@@ -343,40 +394,52 @@ class NextFrameMetrics:
     Args:
       horizon: frames predicted per window.
       sample_windows: windows kept (inputs, truth, prediction) for the frame-grid plot.
+      aggregate: how a video's windows combine into its "video" figures: mean (the video's PSNR
+        from its mean window MSE, its mean SSIM) | max (its worst window). Needs video ids.
     """
 
-    def __init__(self, horizon: int, sample_windows: int = 4):
+    def __init__(self, horizon: int, sample_windows: int = 4, aggregate: str = "mean"):
+        check_aggregate("next_frame", aggregate)
+        self.aggregate = aggregate
         self.horizon = horizon
         self.model, self.copy, self.linear = (_FrameErrors(horizon) for _ in range(3))
         self.windows = self.nonfinite = 0
         self.sample_windows = sample_windows
         self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def update(self, frames: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> None:
-        """Adds a batch: frames [B, T, H, W, C] uint8, truth [B, h, H, W, C] uint8, pred same shape, float."""
+    def update(self, frames: np.ndarray, truth: np.ndarray, pred: np.ndarray,
+               video_ids: Optional[Sequence[str]] = None) -> None:
+        """Adds a batch: frames [B, T, H, W, C] uint8, truth [B, h, H, W, C] uint8, pred same shape, float.
+
+        With the windows' `video_ids`, the results also hold per-video figures ("video")."""
         truth = np.asarray(truth, np.float64)
         pred = np.clip(np.asarray(pred, np.float64).reshape(truth.shape), 0.0, MAX_PIXEL)
         self.windows += truth.shape[0]
         self.nonfinite += int(_nonfinite_rows(pred).sum())
-        self.model.update(truth, pred)
-        self.copy.update(truth, copy_last(frames, self.horizon))
+        self.model.update(truth, pred, video_ids)
+        self.copy.update(truth, copy_last(frames, self.horizon), video_ids)
         if frames.shape[1] >= 2:
-            self.linear.update(truth, linear_extrapolation(frames, self.horizon))
+            self.linear.update(truth, linear_extrapolation(frames, self.horizon), video_ids)
         for i in range(min(truth.shape[0], self.sample_windows - len(self.samples))):
             self.samples.append((np.asarray(frames[i]), truth[i].astype(np.uint8), pred[i].astype(np.float32)))
 
     def result(self) -> dict:
         """{"model", "baseline_copy_last", "baseline_linear", "gain_db_over_copy_last"}."""
-        model = self.model.result()
-        copy = self.copy.result()
-        linear = self.linear.result() if self.linear.frames else None
+        model = self.model.result(self.aggregate)
+        if self.nonfinite and "video" in model:
+            model["video"] = _nan_like(model["video"])
+        copy = self.copy.result(self.aggregate)
+        linear = self.linear.result(self.aggregate) if self.linear.frames else None
         return {"model": model, "baseline_copy_last": copy, "baseline_linear": linear,
                 "gain_db_over_copy_last": model["psnr"] - copy["psnr"]}
 
 
 def make_accumulator(task: str, classes: Sequence[str] = (), outputs: Sequence[str] = (),
-                     horizon: int = 1, stats: Optional[dict] = None, top_k: int = 2):
+                     horizon: int = 1, stats: Optional[dict] = None, top_k: int = 2,
+                     aggregate: str = "mean"):
     """The accumulator for a task, its baseline taken from the training split's stats.
+
+    `aggregate` (mean | max | vote, vote for classification only) combines a video's windows.
 
     Raises:
       KeyError: the stats lack the field the baseline needs (target_mean or class_histogram).
@@ -385,9 +448,9 @@ def make_accumulator(task: str, classes: Sequence[str] = (), outputs: Sequence[s
     if task == "regression":
         if "target_mean" not in stats:
             raise KeyError("metadata stats lack 'target_mean' (the training-mean baseline)")
-        return RegressionMetrics(outputs, stats["target_mean"])
+        return RegressionMetrics(outputs, stats["target_mean"], aggregate=aggregate)
     if task == "classification":
         if "class_histogram" not in stats:
             raise KeyError("metadata stats lack 'class_histogram' (the majority-class baseline)")
-        return ClassificationMetrics(classes, stats["class_histogram"], top_k)
-    return NextFrameMetrics(horizon)
+        return ClassificationMetrics(classes, stats["class_histogram"], top_k, aggregate=aggregate)
+    return NextFrameMetrics(horizon, aggregate=aggregate)

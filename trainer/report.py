@@ -68,6 +68,27 @@ def _card_rows(card: dict) -> list[list[Any]]:
 
 # ---------------------------------------------------------------- task sections
 
+VIDEO_KEYS = {"regression": ("mae", "rmse", "r2", "pearson_r"), "classification": ("accuracy", "macro_f1"),
+              "next_frame": ("psnr", "ssim", "mse")}
+
+
+def _video_levels(metrics: dict) -> str:
+    """Window-level and video-level figures side by side, model and baseline."""
+    task, how = metrics["task"], metrics.get("aggregate", "mean")
+    base_key, base_name = (("baseline_copy_last", "copy last") if task == "next_frame"
+                           else ("baseline", "baseline"))
+    m, b = metrics["model"], metrics[base_key]
+    if "video" not in m:
+        return ""
+    rows = [[k, m[k], m["video"].get(k), b[k], b["video"].get(k)] for k in VIDEO_KEYS[task]]
+    rows.append(["videos", None, m["video"]["videos"], None, b["video"]["videos"]])
+    header = ["metric", "model per window", f"model per video ({how})", f"{base_name} per window",
+              f"{base_name} per video ({how})"]
+    return (f'<section id="video-metrics"><h3>Per window and per video</h3>{_table(header, rows)}'
+            f"<p>Per video: each video's windows combined by <b>{html.escape(how)}</b> "
+            f"(--aggregate), then every video weighs the same.</p></section>")
+
+
 def _regression(metrics: dict, acc) -> tuple[str, list[str]]:
     import matplotlib.pyplot as plt
     m, b = metrics["model"], metrics["baseline"]
@@ -203,6 +224,7 @@ def write_report(path: str, metrics: dict, acc, card: dict, data_meta) -> str:
     task = metrics["task"]
     build = {"regression": _regression, "classification": _classification, "next_frame": _next_frame}[task]
     tables, plots = build(metrics, acc)
+    tables += _video_levels(metrics)
     warn = ""
     if metrics["nonfinite_windows"]:
         warn = (f'<div class="warn" id="warning"><b>The model returned NaN or infinite predictions for '
