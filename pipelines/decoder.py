@@ -1,9 +1,10 @@
 """Which ffmpeg decodes: the static build pinned by the imageio-ffmpeg wheel, or the system's ffmpeg/ffprobe."""
 from __future__ import annotations
 
-import atexit
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -80,17 +81,24 @@ def _version_lines(exe: str) -> tuple[str, str]:
     return version, next((l for l in lines if l.startswith("configuration:")), "")
 
 
-_LINK_DIRS: list[str] = []
-
-
 def _named_ffmpeg(exe: str) -> str:
-    """A link called `ffmpeg` to EXE in a private temporary directory (removed at exit)."""
-    d = tempfile.mkdtemp(prefix="clipforge-ffmpeg-")
-    if not _LINK_DIRS:
-        atexit.register(lambda: [shutil.rmtree(x, ignore_errors=True) for x in _LINK_DIRS])
-    _LINK_DIRS.append(d)
+    """A link called `ffmpeg` to EXE, so process lists and limits see the decoder by its name.
+
+    The link lives in one directory per user and binary under the temp dir, shared by every process
+    and reused from run to run (no per-process scratch to leave behind when a worker is killed); it
+    is made under a temporary name and renamed into place, so concurrent workers never see half a link.
+    """
+    digest = hashlib.sha256(exe.encode()).hexdigest()[:12]
+    d = os.path.join(tempfile.gettempdir(), f"ffmpeg-bundled-{os.getuid()}-{digest}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
     link = os.path.join(d, "ffmpeg")
-    os.symlink(exe, link)
+    if os.path.islink(link) and os.readlink(link) == exe:
+        return link
+    tmp = f"{link}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(exe, tmp)
+    os.replace(tmp, link)
     return link
 
 
