@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import sys
 import time
+from typing import Optional
 
 import apache_beam as beam
 
@@ -14,7 +15,10 @@ from pipelines import corpus
 from pipelines.config import SPLIT_NAMES, IngestConfig, SetupError, parse_config
 from pipelines.decoder import Decoder, DecoderError, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
+from pipelines.decode import ffmpeg_args
 from pipelines.labels import load_labels, rekey
+from pipelines.leakage import summary_line as leakage_line
+from pipelines.manifest import dead_row, filter_graph, provenance, summary_row
 from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
@@ -40,6 +44,8 @@ class IngestPlan:
       num_shards: {split: shard count}.
       fingerprint: hash of inputs and config.
       decoder: the decoder resolved here, which every worker must also run (metadata.json names it).
+      static: {video_id: {"size", "mtime", "group", "label", "split"}} for videos.parquet.
+      provenance: metadata.json `provenance`.
     """
 
     config: IngestConfig
@@ -50,6 +56,8 @@ class IngestPlan:
     num_shards: dict[str, int]
     fingerprint: str
     decoder: Decoder
+    static: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)
 
 
 def _corpus_seconds(videos: list[VideoRef], timeout: float, limits: ProbeLimits, decoder: Decoder) -> float:
@@ -129,10 +137,24 @@ def prepare(config: IngestConfig) -> IngestPlan:
         shares = tuple(placed[n] / max(len(videos), 1) for n in names)
         counts = out_dir.estimate_num_shards(_corpus_seconds(videos, config.video_timeout, limits, decoder), spec,
                                              job.horizon, shares, config.compression)
+    static = {r.video_id: {"size": r.size, "mtime": r.mtime, "group": groups.get(r.video_id),
+                           "label": _label_text(labels.get(r.video_id) if labels else None, target),
+                           "split": job.split_of(r.video_id)} for r in refs}
+    graph = filter_graph(ffmpeg_args("input", spec, config.resize, formats=tuple(config.formats)))
+    prov = provenance(decoder.describe(), graph, decoder.ffprobe or None)
     staging = out_dir.prepare_output(config.output, config.overwrite)
     return IngestPlan(config, job, videos, rejected, staging, dict(zip(names, counts)),
                       fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files),
-                      decoder)
+                      decoder, static, prov)
+
+
+def _label_text(labels, target) -> Optional[str]:
+    """A per-video label as the manifest shows it: the class name, or the regression values."""
+    if labels is None or labels.shape != "video":
+        return None
+    if target.task == "classification":
+        return target.classes[int(labels.values[0])]
+    return ",".join(f"{v:g}" for v in labels.values[0])
 
 
 def dataset_fingerprint(argv: list[str]) -> str:
@@ -159,10 +181,13 @@ def build_pipeline(p: beam.Pipeline, plan: IngestPlan) -> None:
     rejected = p | "ListingRejects" >> beam.Create(plan.rejected)
     dead = (made[DEAD_LETTER], rejected) | "AllDeadLetters" >> beam.Flatten()
     dead_out = dead | "WriteDeadLetter" >> WriteDeadLetter(work)
+    rows = ((made[SUMMARY] | "OkRows" >> beam.Map(summary_row), dead | "DeadRows" >> beam.Map(dead_row))
+            | "ManifestRows" >> beam.Flatten())
     finished = {SUMMARY: made[SUMMARY], "dead_counts": dead_out["counts"], "dead_files": dead_out["files"],
-                **{f"shards/{s}": files for s, files in shards.items()}}
+                "manifest": rows, **{f"shards/{s}": files for s, files in shards.items()}}
     _ = finished | "WriteMetadata" >> WriteMetadata(work, plan.job.spec, plan.job.target, plan.config.to_dict(),
-                                                    plan.fingerprint, plan.decoder.describe())
+                                                    plan.fingerprint, plan.decoder.describe(), plan.static,
+                                                    plan.provenance)
 
 
 def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
@@ -178,6 +203,8 @@ def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
                  + f" -> {meta.dead_letter['path']}")
     if stats.get("partial_videos"):
         lines.append(f"  {stats['partial_videos']} video(s) decoded with errors (e.g. truncated); their windows kept")
+    if meta.leakage:
+        lines.append(leakage_line(meta.leakage))
     if stats.get("unlabelled_windows"):
         lines.append(f"  {stats['unlabelled_windows']} window(s) skipped: no label at their last frame's time")
     size = out_dir.dir_size(plan.staging.final)

@@ -239,9 +239,11 @@ def remove_beam_temp(work: str) -> None:
 
 def build_metadata(work: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str,
                    split_names: list[str], stats: DatasetStats, dead_counts: dict[str, int],
-                   decoder: dict | None = None) -> DatasetMetadata:
-    """Assembles metadata.json from what the sinks wrote: shards (counted), stats, dead letters, and the
-    decoder build every worker checked it ran (`Decoder.describe()`)."""
+                   decoder: dict | None = None, provenance: dict | None = None, leakage: dict | None = None,
+                   manifest: str = "") -> DatasetMetadata:
+    """Assembles metadata.json from what the sinks wrote: shards (counted), stats, dead letters, the
+    decoder build every worker checked it ran (`Decoder.describe()`), provenance, the leakage audit and
+    the manifest's file name."""
     compression = config.get("compression", "none")
     splits = {}
     for name in split_names:
@@ -256,6 +258,7 @@ def build_metadata(work: str, spec: WindowSpec, target: TargetSpec, config: dict
                      "reasons": dict(sorted(dead_counts.items()))},
         stats=stats.to_stats(target.task, spec.channels, len(target.outputs), len(target.classes)),
         config=config, fingerprint=fingerprint, compression=compression, decoder=dict(decoder or {}),
+        provenance=dict(provenance or {}), leakage=dict(leakage or {}), manifest=manifest,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 

@@ -35,6 +35,11 @@ _SIZE = re.compile(rb", (\d+)x(\d+)\b")
 # The decoder's own -max_pixels refusal, when the header's frame size is above it (FrameStream's check).
 _MAX_PIXELS = re.compile(rb"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 _RATE = re.compile(rb", (\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_SAR = re.compile(rb"\[SAR (\d+:\d+) DAR")
+# Side data of the stream above (older builds: "displaymatrix:"); a metadata key would be padded before its colon.
+_ROTATION = re.compile(rb"\[info\]       (?:Display Matrix|displaymatrix): rotation of (-?\d+(?:\.\d+)?) degrees")
+ATTACHED_PIC = b"(attached pic)"
+COVER_ART_REASON = "the only video stream is an attached picture (cover art), not video"
 
 
 class VideoError(Exception):
@@ -63,6 +68,15 @@ class VideoInfo:
     codec: str
     format_name: str
     time_base: Optional[Fraction] = None
+    rotation: float = 0.0
+    sar: str = ""
+    vfr: Optional[bool] = None
+
+    def facts(self) -> dict:
+        """What the manifest (videos.parquet) records of the header."""
+        return {"format": self.format_name, "codec": self.codec, "width": self.width, "height": self.height,
+                "rotation": self.rotation, "sar": self.sar, "source_fps": self.fps, "vfr": self.vfr,
+                "duration": self.duration}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +145,8 @@ def probe_args(path: str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[st
     """
     return ["ffprobe", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
             "-format_whitelist", ",".join(formats), "-show_entries",
-            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration"
-            ":format=format_name,duration",
+            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,"
+            "sample_aspect_ratio:stream_disposition=attached_pic:stream_side_data=rotation:format=format_name,duration",
             "-of", "json", file_arg(path)]
 
 
@@ -195,7 +209,10 @@ def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None,
         data = json.loads(out.decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError as e:
         raise VideoError("probe", "probe_failed", f"ffprobe printed unreadable JSON: {e}", err) from e
-    streams = [s for s in data.get("streams", []) if s.get("codec_type") == "video"]
+    video = [s for s in data.get("streams", []) if s.get("codec_type") == "video"]
+    streams = [s for s in video if not (s.get("disposition") or {}).get("attached_pic")]
+    if video and not streams:
+        raise VideoError("probe", "no_video_stream", COVER_ART_REASON, err)
     if not streams:
         kinds = sorted({s.get("codec_type", "?") for s in data.get("streams", [])})
         raise VideoError("probe", "no_video_stream",
@@ -204,11 +221,15 @@ def probe_video(path: str, timeout: float, limits: Optional[ProbeLimits] = None,
     width, height = _number(s.get("width"), int), _number(s.get("height"), int)
     if not width or not height:
         raise VideoError("probe", "no_video_stream", "the video stream reports no frame size", err)
-    info = VideoInfo(width=width, height=height,
-                     fps=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")),
+    avg, base = _rate(s.get("avg_frame_rate")), _rate(s.get("r_frame_rate"))
+    rotation = next((float(d["rotation"]) for d in s.get("side_data_list") or [] if "rotation" in d), 0.0)
+    sar = str(s.get("sample_aspect_ratio") or "")
+    info = VideoInfo(width=width, height=height, fps=avg or base,
                      duration=_number(s.get("duration")) or _number(fmt.get("duration")),
                      frames=_number(s.get("nb_frames"), int), codec=str(s.get("codec_name", "")),
-                     format_name=str(fmt.get("format_name", "")))
+                     format_name=str(fmt.get("format_name", "")), rotation=rotation,
+                     sar="" if sar in ("0:1", "N/A") else sar,
+                     vfr=None if not (avg and base) else abs(avg - base) > 1e-3 * base)
     limits.check(info)
     return info
 
@@ -280,7 +301,7 @@ def header_info(head: bytes, path: str, errors: str, limits: ProbeLimits, decode
         raise VideoError("probe", "probe_failed", "ffmpeg cannot read the file: "
                          + (lines[-1] if lines else "no stream header"), errors)
     format_name = head[start + len(b"[info] Input #0, "):end].decode("utf-8", "replace")
-    duration, streams = None, []
+    duration, streams, rotation = None, [], {}
     for line in head[end + len(marker):].split(b"\n"):
         m = _DURATION.match(line)
         if m and m.group(1) is not None:
@@ -288,17 +309,27 @@ def header_info(head: bytes, path: str, errors: str, limits: ProbeLimits, decode
         m = _STREAM.match(line)
         if m:
             streams.append((m.group(1).decode("ascii").lower(), m.group(2)))
-    video = [rest for kind, rest in streams if kind == "video"]
+        m = _ROTATION.match(line)
+        if m and streams:
+            rotation.setdefault(len(streams) - 1, float(m.group(1)))
+    video = [(i, rest) for i, (kind, rest) in enumerate(streams)
+             if kind == "video" and not rest.rstrip().endswith(ATTACHED_PIC)]
+    if not video and any(kind == "video" for kind, _ in streams):
+        raise VideoError("probe", "no_video_stream", COVER_ART_REASON, errors)
     if not video:
         kinds = sorted({kind for kind, _ in streams})
         raise VideoError("probe", "no_video_stream", f"no video stream (streams: {', '.join(kinds) or 'none'})",
                          errors)
-    rest = video[0]
+    index, rest = video[0]
     size = _SIZE.search(rest) or _MAX_PIXELS.search(errors.encode("utf-8", "replace"))
     if not size or not int(size.group(1)) or not int(size.group(2)):
         raise VideoError("probe", "no_video_stream", "the video stream reports no frame size", errors)
     rates = {kind: _rate_text(n, k) for n, k, kind in _RATE.findall(rest)}
     fps = rates.get(b"fps") or rates.get(b"tbr")
+    sar = _SAR.search(rest)
+    avg, base = rates.get(b"fps"), rates.get(b"tbr")
     return VideoInfo(width=int(size.group(1)), height=int(size.group(2)), fps=fps if fps and fps > 0 else None,
                      duration=duration if duration and duration > 0 else None, frames=None,
-                     codec=re.match(rb"\w*", rest).group(0).decode("ascii"), format_name=format_name)
+                     codec=re.match(rb"\w*", rest).group(0).decode("ascii"), format_name=format_name,
+                     rotation=rotation.get(index, 0.0), sar=sar.group(1).decode("ascii") if sar else "",
+                     vfr=None if not (avg and base) else abs(avg - base) > 1e-3 * base)

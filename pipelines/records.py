@@ -13,6 +13,7 @@ from pipelines.decode import FrameStream
 from pipelines.decoder import Decoder, default_decoder, resolve
 from pipelines.inputs import VideoRef, is_local, local_file
 from pipelines.labels import VideoLabels
+from pipelines.leakage import FileHasher, SignatureWatcher, signature_step
 from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long,
                                 merge_summaries, plan_segments, shared_frames_end, video_time_base)
@@ -33,6 +34,8 @@ class DeadLetter:
       reason: a sentence for people.
       kind: a short stable code, counted in the summary (e.g. no_label, too_short).
       stderr: the last <= 1 KB of ffmpeg/ffprobe stderr, when a tool failed.
+      facts, sha256, frames: what is known of the video when it got that far (for videos.parquet,
+        not written to dead_letter.jsonl).
     """
 
     path: str
@@ -41,10 +44,14 @@ class DeadLetter:
     reason: str
     kind: str
     stderr: str = ""
+    facts: Optional[dict] = None
+    sha256: str = ""
+    frames: int = 0
 
     def to_json(self) -> str:
         # ASCII-only JSON: a non-UTF-8 file name survives as \udcXX escapes.
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=True)
+        d = {k: getattr(self, k) for k in ("path", "video_id", "stage", "reason", "kind", "stderr")}
+        return json.dumps(d, ensure_ascii=True)
 
     @classmethod
     def of(cls, ref: VideoRef, err: VideoError) -> "DeadLetter":
@@ -112,9 +119,11 @@ def _probe_and_stream(path: str, spec: WindowSpec, resize: str, timeout: float, 
     if decoder.one_process:
         return FrameStream(path, spec, resize, timeout, threads, limits, decoder=decoder, check=True)
     start = time.monotonic()
-    probe_video(path, timeout, limits, decoder)
-    return FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads, limits,
-                       decoder=decoder)
+    info = probe_video(path, timeout, limits, decoder)
+    stream = FrameStream(path, spec, resize, max(timeout - (time.monotonic() - start), 0.001), threads, limits,
+                         decoder=decoder)
+    stream.info = info
+    return stream
 
 
 def _label_check(ref: VideoRef, job: VideoJob) -> Optional[DeadLetter]:
@@ -177,7 +186,8 @@ def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, l
     except OSError as e:
         yield DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
         return
-    yield from plan_segments(ref, info.duration, time_base, spec, horizon, segment_seconds)
+    for seg in plan_segments(ref, info.duration, time_base, spec, horizon, segment_seconds):
+        yield dataclasses.replace(seg, facts=info.facts())
 
 
 def _segment_stream(seg: Segment, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
@@ -236,14 +246,17 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
 
     counted_from = shared_frames_end(seg, spec, horizon, lambda s: labels is None or target_at(s) is not None)
     edges = EdgeDigests(seg, spec.frames + horizon)
+    signature = SignatureWatcher(signature_step(spec.fps), seg.start, seg.end)
     written = unlabelled = 0
-    partial, error = "", None
+    partial, error, stream, hasher = "", None, None, None
     try:
         with local_file(ref.path, scratch_dir) as path:
+            # the first segment hashes the file while ffmpeg reads it (pipelines/leakage.py)
+            hasher = FileHasher(path) if seg.index == 0 else None
             stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon,
                                      resolve(job.decoder))
             try:
-                frames = edges.watch(itertools.islice(stream, seg.skip, None))
+                frames = signature.watch(edges.watch(itertools.islice(stream, seg.skip, None)))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
                     start = seg.start + local_start
                     target = target_at(start)
@@ -270,13 +283,18 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
             if not partial and stream.stderr.strip():
                 # At -loglevel error a clean decode prints nothing; a truncated file still exits 0.
                 partial = "ffmpeg reported: " + stream.stderr.strip().splitlines()[-1]
+            digest = hasher.result(job.timeout) if hasher else ""  # before a remote file's local copy is deleted
     except VideoError as e:
         error = DeadLetter.of(ref, e)
     except OSError as e:
         error = DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
+    if error is not None:
+        digest = hasher.result(job.timeout) if hasher else ""
+    facts = seg.facts or (stream.info.facts() if stream is not None and stream.info else {})
     owned = edges.count if seg.end is None else min(edges.count, seg.end - seg.start)
     summary = stats.summary(ref.video_id, split, windows=written, frames_decoded=owned,
-                            unlabelled_windows=unlabelled, partial=partial)
+                            unlabelled_windows=unlabelled, partial=partial, path=ref.path, facts=facts,
+                            sha256=digest, signature=tuple(signature.samples))
     yield SegmentResult(ref, seg.index, seg.count, seg.start, summary, error, edges.head, edges.tail)
 
 
@@ -293,11 +311,14 @@ def finish_video(results: list[SegmentResult], job: VideoJob) -> Union[VideoSumm
     if not summary.windows:
         errors = [r.error for r in results if r.error]
         if errors:
-            return errors[0]
-        if summary.unlabelled_windows:
-            return DeadLetter(ref.path, ref.video_id, "labels", f"none of its {summary.unlabelled_windows} "
+            dead = errors[0]
+        elif summary.unlabelled_windows:
+            dead = DeadLetter(ref.path, ref.video_id, "labels", f"none of its {summary.unlabelled_windows} "
                               "windows has a label at its last frame's time", "no_labelled_window")
-        return DeadLetter.of(ref, _too_short(summary.frames_decoded, job.spec, job.horizon))
+        else:
+            dead = DeadLetter.of(ref, _too_short(summary.frames_decoded, job.spec, job.horizon))
+        return dataclasses.replace(dead, facts=summary.facts or None, sha256=summary.sha256,
+                                   frames=summary.frames_decoded)
     problems = [r.summary.partial or (r.error.reason if r.error else "") for r in results]
     if len(results) != results[0].count:
         problems.append(f"{results[0].count - len(results)} of its {results[0].count} segments went missing")

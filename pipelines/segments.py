@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from pipelines.inputs import VideoRef
+from pipelines.leakage import merge_signatures
 from pipelines.probe import DEFAULT_FORMATS, PROTOCOL_WHITELIST, file_arg
 from pipelines.process import run_tool
 from pipelines.stats import VideoSummary
@@ -41,6 +42,7 @@ class Segment:
       lead: seconds after `seek` decoded and dropped by ffmpeg.
       skip: frames ffmpeg delivers before frame `start`, dropped here.
       probed: the planner probed and checked the file already.
+      facts: what that probe said (`VideoInfo.facts()`), for the manifest; None when not probed.
     """
 
     ref: VideoRef
@@ -52,6 +54,7 @@ class Segment:
     lead: float = 0.0
     skip: int = 0
     probed: bool = False
+    facts: Optional[dict] = dataclasses.field(default=None, compare=False, hash=False)
 
     def stop_after(self, span: int) -> int:
         """The frames ffmpeg must deliver (skipped ones included); 0 for 'to the end'."""
@@ -237,4 +240,6 @@ def merge_summaries(parts: list[VideoSummary]) -> VideoSummary:
         unlabelled_windows=sum(p.unlabelled_windows for p in parts),
         partial=next((p.partial for p in parts if p.partial), ""), pixel_count=sum(p.pixel_count for p in parts),
         pixel_sum=add("pixel_sum"), pixel_sumsq=add("pixel_sumsq"), target_sum=add("target_sum"),
-        target_sumsq=add("target_sumsq"), class_hist=add("class_hist"))
+        target_sumsq=add("target_sumsq"), class_hist=add("class_hist"), path=first.path,
+        facts=next((p.facts for p in parts if p.facts), {}), sha256=next((p.sha256 for p in parts if p.sha256), ""),
+        signature=merge_signatures(p.signature for p in parts))

@@ -20,6 +20,11 @@ class VideoSummary:
       partial: "" or what went wrong in a decode that still gave windows (they are kept).
       pixel_count, pixel_sum, pixel_sumsq: over every frame stored (each frame once), per channel.
       target_sum, target_sumsq: regression, over windows; class_hist: classification.
+      path: the video's file.
+      facts: its header facts (`VideoInfo.facts()`), for videos.parquet.
+      sha256: of its bytes ("" when not hashed).
+      signature: its content signature (pipelines/leakage.py): per segment, (frame, thumbnail bytes)
+        samples; after `merge_summaries`, thumbnail bytes in frame order.
     """
 
     video_id: str
@@ -34,6 +39,10 @@ class VideoSummary:
     target_sum: tuple = ()
     target_sumsq: tuple = ()
     class_hist: tuple = ()
+    path: str = ""
+    facts: dict = dataclasses.field(default_factory=dict)
+    sha256: str = ""
+    signature: tuple = ()
 
 
 class VideoStatsAccumulator:

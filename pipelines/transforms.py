@@ -26,6 +26,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.decoder import DecoderError, default_decoder, resolve
 from pipelines.inputs import VideoRef
+from pipelines.leakage import audit
+from pipelines.manifest import MANIFEST_FILE, complete_rows, write_manifest
 from pipelines.output import PARTS_DIR, build_metadata, compression_type as _ctype, concat_parts, \
     part_path, remove_beam_temp, shard_path, write_metadata
 from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_decode, plan_video, \
@@ -378,16 +380,23 @@ class WriteMetadata(beam.PTransform):
     """Writes metadata.json last: after every shard and the dead-letter file are final.
 
     Its input is {"summary": PCollection[VideoSummary], "dead_counts": PCollection[dict],
-    "dead_files": PCollection[str], "shards/<split>": PCollection[str] per split}. The sinks'
+    "dead_files": PCollection[str], "shards/<split>": PCollection[str] per split}, and optionally
+    "manifest": PCollection[row dict] (pipelines/manifest.py), one per input video. The sinks'
     outputs are side inputs, so this step cannot start before every sink has finished; it then
-    lists and counts the shards on disk and writes metadata.json.
+    lists and counts the shards on disk, writes videos.parquet and the leakage audit (when
+    given rows), and writes metadata.json.
+
+    Args:
+      static: {video_id: {"size", "mtime", "group", "label", "split"}} for the manifest rows.
+      provenance: metadata.json `provenance`.
     """
 
     def __init__(self, output_dir: str, spec: WindowSpec, target: TargetSpec, config: dict, fingerprint: str,
-                 decoder: Optional[dict] = None):
+                 decoder: Optional[dict] = None, static: Optional[dict] = None, provenance: Optional[dict] = None):
         super().__init__()
         self.args = (output_dir, spec, target, config, fingerprint)
         self.decoder = decoder or {}
+        self.static, self.provenance = static or {}, provenance or {}
 
     def expand(self, inputs):
         p = inputs["summary"].pipeline
@@ -395,15 +404,24 @@ class WriteMetadata(beam.PTransform):
         splits = [k.split("/", 1)[1] for k in inputs if k.startswith("shards/")]
         shard_lists = [beam.pvalue.AsList(inputs[f"shards/{s}"]) for s in splits]
         output_dir, spec, target, config, fingerprint = self.args
-        decoder = self.decoder
+        decoder, static, prov = self.decoder, self.static, self.provenance
+        has_rows = "manifest" in inputs
+        rows_in = inputs["manifest"] if has_rows else p | "NoRows" >> beam.Create([])
 
-        def write(_, stats, dead_counts, *written):
+        def write(_, stats, dead_counts, rows, *written):
             del written  # the sinks' outputs are only waited for; the shards are listed on disk
             remove_beam_temp(output_dir)
-            meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts, decoder)
+            extra = {}
+            if has_rows:
+                rows = complete_rows(list(rows), static)
+                write_manifest(rows, output_dir)
+                extra = {"leakage": audit(rows), "manifest": MANIFEST_FILE}
+            meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts, decoder,
+                                  provenance=prov, **extra)
             yield write_metadata(meta, output_dir)
 
         return (p | "Once" >> beam.Create([None])
                 | "Write" >> beam.FlatMap(write, beam.pvalue.AsSingleton(stats),
                                           beam.pvalue.AsSingleton(inputs["dead_counts"]),
+                                          beam.pvalue.AsList(rows_in),
                                           beam.pvalue.AsList(inputs["dead_files"]), *shard_lists))

@@ -41,9 +41,26 @@ def validate_shard(path: str, codec: RecordCodec, compression: str, expected: in
     return n, problems
 
 
+def leakage_problems(meta: DatasetMetadata) -> list[str]:
+    """One problem per group, exact-duplicate or near-duplicate set that spans two splits, naming its
+    ids and their splits (metadata.json `leakage`, absent from datasets before schema_version 2)."""
+    cross = meta.leakage.get("cross_split", {})
+    out = []
+    for s in cross.get("sets", []):
+        what = {"group": f"group {s.get('group')!r}", "exact_duplicate": "exact duplicates (equal bytes)",
+                "near_duplicate": "near duplicates (matching content signatures)"}.get(s["kind"], s["kind"])
+        where = ", ".join(f"{v} ({split})" for v, split in sorted(s["splits"].items()))
+        out.append(f"leakage: {what} span splits {', '.join(sorted(set(s['splits'].values())))}: {where}")
+    listed = len(cross.get("sets", []))
+    total = sum(int(cross.get(k, 0)) for k in ("exact_duplicates", "near_duplicates", "groups"))
+    if total > listed:
+        out.append(f"leakage: {total - listed} more set(s) span splits (metadata.json lists the first {listed})")
+    return out
+
+
 def validate_dataset(directory: str, splits: list[str] | None = None, decode: bool = True,
                      log=print) -> list[str]:
-    """Validates every shard of DIRECTORY; returns the problems found (empty when sound)."""
+    """Validates every shard of DIRECTORY and its leakage audit; returns the problems found (empty when sound)."""
     meta = DatasetMetadata.load(directory)
     codec = RecordCodec(meta.spec, meta.target)
     problems: list[str] = []
@@ -58,15 +75,17 @@ def validate_dataset(directory: str, splits: list[str] | None = None, decode: bo
             log(f"  {shard['path']}: {n} records {'OK' if not p else 'BAD'}")
         if total != int(info["windows"]):
             problems.append(f"split {split}: {total} records in its shards, metadata.json says {info['windows']} windows")
-    return problems
+    return problems + leakage_problems(meta)
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clipforge validate",
         description="Read every shard of a dataset written by `clipforge ingest`: record counts against "
-                    "metadata.json, TFRecord CRCs, every record parses with the spec and its frames decode. "
-                    "Exit 0 when sound, 1 with each problem (shard name and record offset) otherwise.")
+                    "metadata.json, TFRecord CRCs, every record parses with the spec and its frames decode; "
+                    "and no group, exact duplicate or near duplicate spans two splits (metadata.json leakage). "
+                    "Exit 0 when sound, 1 with each problem (shard name and record offset, or the leaking "
+                    "ids and their splits) otherwise.")
     parser.add_argument("dataset", help="dataset directory (holds metadata.json)")
     parser.add_argument("--split", action="append", help="only this split (repeatable); default: all")
     parser.add_argument("--no-decode", action="store_true", help="check framing, CRCs and counts only")

@@ -37,6 +37,12 @@ class DatasetMetadata:
       decoder: the ffmpeg build that decoded every video: {"name": bundled|system, "path",
         "version" (its `ffmpeg version` line), "configuration" (its build line), and "package"
         (the imageio-ffmpeg wheel) or "ffprobe"}; {} in datasets made before it was recorded.
+      provenance: {"ffmpeg", "ffprobe": {"version", "configuration"}, "filter_graph", "clipforge",
+        "python", "apache_beam", "numpy"}; {} before schema_version 2.
+      leakage: {"exact_duplicates": [[ids]], "near_duplicates": [[ids]], "cross_split":
+        {"exact_duplicates": n, "near_duplicates": n, "groups": n, "sets": [{"kind", "ids", "splits"}]}};
+        {} before schema_version 2.
+      manifest: "videos.parquet" (one row per input video); "" before schema_version 2.
     """
 
     spec: WindowSpec
@@ -50,6 +56,9 @@ class DatasetMetadata:
     schema_version: int = SCHEMA_VERSION
     created: str = ""
     decoder: dict[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    leakage: dict[str, Any] = dataclasses.field(default_factory=dict)
+    manifest: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +71,9 @@ class DatasetMetadata:
             "compression": self.compression,
             "config": self.config,
             "decoder": self.decoder,
+            "provenance": self.provenance,
+            "leakage": self.leakage,
+            "manifest": self.manifest,
             "fingerprint": self.fingerprint,
             "created": self.created,
         }
@@ -85,7 +97,8 @@ class DatasetMetadata:
                    splits=d["splits"], dead_letter=d.get("dead_letter", {"count": 0, "path": DEAD_LETTER_FILE}),
                    stats=d["stats"], config=d.get("config", {}), fingerprint=d["fingerprint"],
                    compression=compression, schema_version=version, created=d.get("created", ""),
-                   decoder=d.get("decoder", {}))
+                   decoder=d.get("decoder", {}), provenance=d.get("provenance", {}), leakage=d.get("leakage", {}),
+                   manifest=d.get("manifest", ""))
 
     @classmethod
     def load(cls, directory: str) -> "DatasetMetadata":

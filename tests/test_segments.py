@@ -204,7 +204,7 @@ def test_ingest_writes_the_same_dataset_with_and_without_segments(clips, tmp_pat
     assert a.stats == b.stats and a.splits["train"]["windows"] == b.splits["train"]["windows"]
     assert a.stats["frames_decoded"] == 2 * SECONDS * FPS and a.stats["partial_videos"] == 0
     assert a.fingerprint == b.fingerprint  # segmenting does not change the data
-    assert sorted(os.listdir(split)) == ["dead_letter.jsonl", "metadata.json", "train"]
+    assert sorted(os.listdir(split)) == ["dead_letter.jsonl", "metadata.json", "train", "videos.parquet"]
 
 
 def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
