@@ -1,16 +1,19 @@
 """The contract of an exported model directory (what `clipforge train` writes, evaluate/predict read).
 
 EXPORT_DIR/
-  saved_model.pb, variables/   a SavedModel with two signatures (below)
+  saved_model.pb, variables/   a SavedModel with three signatures (below)
   metadata.json                the dataset's metadata (spec, target, stats) the model was trained on
   model_card.json              architecture, parameters, training config, fingerprint, metrics, timings
   model.keras                  the Keras model, for fine-tuning and warm starts
 
-Signatures (both return {PREDICTION: ...}):
+Signatures (the first two return {PREDICTION: ...}):
   serving_default(frames: uint8 [batch, T, H, W, C])
   serve_examples(examples: string [batch])   serialized tf.train.Example records of the dataset spec
+  embed(frames: uint8 [batch, T, H, W, C]) -> {EMBEDDING: float32 [batch, D]}   the backbone's
+                                             feature vector, through the same preprocessing
 PREDICTION is float32: regression [batch, D] values; classification [batch, K] probabilities;
-next_frame [batch, horizon, H, W, C] pixel values on the 0..255 scale.
+next_frame [batch, horizon, H, W, C] pixel values on the 0..255 scale. The model card's
+embedding_dim is D.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from schemas.metadata import METADATA_FILE, DatasetMetadata, MissingMetadataErro
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "serve_examples"
+EMBED_SIGNATURE = "embed"
+EMBEDDING = "embedding"
 FRAMES_INPUT = "frames"
 EXAMPLES_INPUT = "examples"
 PREDICTION = "prediction"

@@ -9,13 +9,13 @@ import tensorflow as tf
 from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.codec import RecordCodec
-from schemas.export import (EXAMPLES_SIGNATURE, KERAS_FILE, MODEL_CARD_FILE, PREDICTION,
-                            SERVING_SIGNATURE, check_export_dir)
+from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_SIGNATURE, KERAS_FILE,
+                            MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE, check_export_dir)
 from schemas.metadata import DatasetMetadata
 from tests.datasets import make_dataset
 from trainer.archs import ARCHS
 from trainer.config import TrainConfig
-from trainer.heads import build_model
+from trainer.heads import build_model, embedding_model
 from trainer.train import train
 
 TASKS = ("regression", "classification", "next_frame")
@@ -97,6 +97,12 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     assert set(card["arch_config"]) == set(ARCHS[arch].options)
     frozen = options.get("freeze_backbone", False)
     assert (card["trainable_parameters"] < card["parameters"] / 2) == frozen
+
+    # embed: the backbone's feature vector, D = the model card's embedding_dim.
+    embedded = loaded.signatures[EMBED_SIGNATURE](frames=tf.constant(frames))[EMBEDDING].numpy()
+    assert embedded.shape == (len(frames), card["embedding_dim"]) and embedded.dtype == np.float32
+    np.testing.assert_allclose(embedded, embedding_model(result.model)(frames, training=False), rtol=1e-4, atol=1e-5)
+    assert np.isfinite(embedded).all()
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

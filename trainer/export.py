@@ -1,4 +1,4 @@
-"""WORKDIR/export/: the SavedModel, its two signatures, metadata.json, model_card.json, model.keras.
+"""WORKDIR/export/: the SavedModel, its three signatures, metadata.json, model_card.json, model.keras.
 
 The layout is the contract in schemas/export.py. Everything is written to a temporary folder
 beside the target and swapped in only when complete, so a failed export (a full disk, a kill)
@@ -16,13 +16,15 @@ import tensorflow as tf
 
 from schemas import features as fk
 from schemas.codec import RecordCodec
-from schemas.export import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, FRAMES_INPUT, KERAS_FILE,
-                            MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE, check_export_dir)
+from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_INPUT, EXAMPLES_SIGNATURE,
+                            FRAMES_INPUT, KERAS_FILE, MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE,
+                            check_export_dir)
 from schemas.metadata import METADATA_FILE, DatasetMetadata
+from trainer.heads import embedding_model
 
 
 def write_saved_model(model: keras.Model, meta: DatasetMetadata, path: str) -> None:
-    """Writes the SavedModel with serving_default (uint8 frames) and serve_examples (records).
+    """Writes the SavedModel with serving_default (uint8 frames), serve_examples (records) and embed.
 
     Args:
       model: the trained task model (uint8 frames in, float32 prediction out).
@@ -41,12 +43,19 @@ def write_saved_model(model: keras.Model, meta: DatasetMetadata, path: str) -> N
                            fn_output_signature=tf.TensorSpec(window, tf.uint8))
         return serve_frames(frames)
 
+    embedder = embedding_model(model)  # shares the model's layers and variables
+
+    def embed(frames):
+        return {EMBEDDING: tf.cast(embedder(frames, training=False), tf.float32)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SERVING_SIGNATURE, serve_frames, input_signature=[
         tf.TensorSpec((None,) + window, tf.uint8, name=FRAMES_INPUT)])
     archive.add_endpoint(EXAMPLES_SIGNATURE, serve_examples, input_signature=[
         tf.TensorSpec((None,), tf.string, name=EXAMPLES_INPUT)])
+    archive.add_endpoint(EMBED_SIGNATURE, embed, input_signature=[
+        tf.TensorSpec((None,) + window, tf.uint8, name=FRAMES_INPUT)])
     archive.write_out(path, verbose=False)
 
 
