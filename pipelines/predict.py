@@ -21,10 +21,11 @@ from pipelines.beam_options import create_pipeline, is_template_launch, pipeline
 from pipelines.config import SetupError
 from pipelines.decoder import DECODERS, DecoderError, default_decoder, resolve
 from pipelines.inputs import list_videos, split_duplicates
+from pipelines.predict_report import anomaly_scores
 from pipelines.probe import ProbeLimits
 from pipelines.records import VideoWindow
 from pipelines.transforms import DEAD_LETTER, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
-from schemas.export import PREDICTION, SERVING_SIGNATURE, load_export_metadata
+from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
 from schemas.metadata import MissingMetadataError
 from schemas.spec import SpecError, TargetSpec
 
@@ -45,9 +46,9 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     any export that follows schemas/export.py, whatever code built it.
     """
 
-    def __init__(self, export_dir: str, batch_size: int = 16):
+    def __init__(self, export_dir: str, batch_size: int = 16, embeddings: bool = False):
         super().__init__()
-        self.export_dir, self.batch_size = export_dir, batch_size
+        self.export_dir, self.batch_size, self.embeddings = export_dir, batch_size, embeddings
 
     def load_model(self):
         import tensorflow as tf
@@ -55,8 +56,13 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
     def run_inference(self, batch: Sequence[np.ndarray], model, inference_args=None) -> Iterable[PredictionResult]:
         import tensorflow as tf
-        preds = model.serve(frames=tf.constant(np.stack(batch)))[PREDICTION].numpy()
-        return [PredictionResult(x, p) for x, p in zip(batch, preds)]
+        frames = tf.constant(np.stack(batch))
+        preds = model.serve(frames=frames)[PREDICTION].numpy()
+        if not self.embeddings:
+            return [PredictionResult(x, p) for x, p in zip(batch, preds)]
+        # The same frames through the export's embed signature: its backbone features.
+        embedded = model.loaded.signatures[EMBED_SIGNATURE](frames=frames)[EMBEDDING].numpy()
+        return [PredictionResult(x, {PREDICTION: p, EMBEDDING: e}) for x, p, e in zip(batch, preds, embedded)]
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return sum(x.nbytes for x in batch)
@@ -90,20 +96,23 @@ def _png(frame: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def window_schema(target: TargetSpec) -> pa.Schema:
-    """The Parquet schema of OUTPUT/windows/*.parquet for a task."""
+def window_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
+    """The Parquet schema of OUTPUT/windows/*.parquet for a task (with --embeddings, an embedding column)."""
     fields = [("video", pa.string()), ("path", pa.string()), ("start_frame", pa.int64()), ("start_time", pa.float64())]
     if target.task == "regression":
         fields += [(f"pred_{n}", pa.float64()) for n in target.outputs]
     elif target.task == "classification":
         fields += [("class_id", pa.int64()), ("class_name", pa.string()), ("probabilities", pa.list_(pa.float64()))]
     else:
-        fields += [("frame_path", pa.string()), ("psnr", pa.float64()), ("psnr_copy_last", pa.float64())]
+        fields += [("frame_path", pa.string()), ("psnr", pa.float64()), ("psnr_copy_last", pa.float64()),
+                   ("anomaly_score", pa.float64())]
+    if embeddings:
+        fields.append((EMBEDDING, pa.list_(pa.float32())))
     return pa.schema(fields)
 
 
-def video_schema(target: TargetSpec) -> pa.Schema:
-    """The Parquet schema of OUTPUT/videos.parquet for a task."""
+def video_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
+    """The Parquet schema of OUTPUT/videos.parquet for a task (with --embeddings, mean_embedding)."""
     fields = [("video", pa.string()), ("windows", pa.int64())]
     if target.task == "regression":
         fields += [(f"mean_{n}", pa.float64()) for n in target.outputs]
@@ -111,6 +120,8 @@ def video_schema(target: TargetSpec) -> pa.Schema:
         fields += [("majority_class", pa.string()), ("mean_probabilities", pa.list_(pa.float64()))]
     else:
         fields += [("mean_psnr", pa.float64()), ("mean_psnr_copy_last", pa.float64())]
+    if embeddings:
+        fields.append(("mean_embedding", pa.list_(pa.float32())))
     return pa.schema(fields)
 
 
@@ -123,7 +134,11 @@ class _ToRowFn(beam.DoFn):
     def process(self, item):
         (video_id, path, start_frame, start_time, truth), result = item
         row = {"video": video_id, "path": path, "start_frame": int(start_frame), "start_time": float(start_time)}
-        pred = np.asarray(result.inference, np.float64)
+        inference = result.inference
+        if isinstance(inference, dict):  # --embeddings
+            row[EMBEDDING] = [float(v) for v in np.asarray(inference[EMBEDDING], np.float32)]
+            inference = inference[PREDICTION]
+        pred = np.asarray(inference, np.float64)
         t = self.target
         if t.task == "regression":
             row.update({f"pred_{n}": float(v) for n, v in zip(t.outputs, pred)})
@@ -158,6 +173,8 @@ def summarize_video(video: str, rows: Iterable[dict], target: TargetSpec) -> dic
         base = [r["psnr_copy_last"] for r in rows if r["psnr_copy_last"] is not None]
         out.update(mean_psnr=float(np.mean(vals)) if vals else None,
                    mean_psnr_copy_last=float(np.mean(base)) if base else None)
+    if rows and EMBEDDING in rows[0]:
+        out["mean_embedding"] = [float(v) for v in np.mean([r[EMBEDDING] for r in rows], axis=0, dtype=np.float64)]
     return out
 
 
@@ -168,9 +185,10 @@ def _keyed(w: VideoWindow):
 class PredictWindows(beam.PTransform):
     """PCollection[VideoWindow] -> RunInference on the export -> PCollection[row dict]."""
 
-    def __init__(self, export_dir: str, target: TargetSpec, output_dir: str, batch_size: int):
+    def __init__(self, export_dir: str, target: TargetSpec, output_dir: str, batch_size: int,
+                 embeddings: bool = False):
         super().__init__()
-        self.handler = KeyedModelHandler(SavedModelHandler(export_dir, batch_size))
+        self.handler = KeyedModelHandler(SavedModelHandler(export_dir, batch_size, embeddings))
         self.target, self.output_dir = target, output_dir
 
     def expand(self, windows):
@@ -183,20 +201,26 @@ class PredictWindows(beam.PTransform):
 class WritePredictions(beam.PTransform):
     """Writes OUTPUT/windows/part-*.parquet and the per-video summary OUTPUT/videos.parquet."""
 
-    def __init__(self, output_dir: str, target: TargetSpec):
+    def __init__(self, output_dir: str, target: TargetSpec, embeddings: bool = False):
         super().__init__()
-        self.output_dir, self.target = output_dir, target
+        self.output_dir, self.target, self.embeddings = output_dir, target, embeddings
 
     def expand(self, rows):
         target = self.target
+        by_video = (rows
+                    | "ByVideo" >> beam.Map(lambda r: (r["video"], r))
+                    | "Group" >> beam.GroupByKey())
+        if target.task == "next_frame":
+            # The score is relative to the video's own median error: it needs all of its windows.
+            rows = by_video | "AnomalyScore" >> beam.FlatMap(lambda kv: anomaly_scores(kv[1]))
         _ = rows | "WriteWindows" >> beam.io.WriteToParquet(
-            f"{self.output_dir}/{WINDOWS_DIR}/part", window_schema(target), file_name_suffix=".parquet")
-        return (rows
-                | "ByVideo" >> beam.Map(lambda r: (r["video"], r))
-                | "Group" >> beam.GroupByKey()
+            f"{self.output_dir}/{WINDOWS_DIR}/part", window_schema(target, self.embeddings),
+            file_name_suffix=".parquet")
+        return (by_video
                 | "Summarize" >> beam.Map(lambda kv: summarize_video(kv[0], kv[1], target))
                 | "WriteVideos" >> beam.io.WriteToParquet(
-                    f"{self.output_dir}/{VIDEOS_FILE}", video_schema(target), num_shards=1, shard_name_template=""))
+                    f"{self.output_dir}/{VIDEOS_FILE}", video_schema(target, self.embeddings), num_shards=1,
+                    shard_name_template=""))
 
 
 def limits_of(config: dict) -> ProbeLimits:
@@ -213,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an exported model over new videos. Videos are decoded and windowed exactly as at "
                     "ingest, with the spec stored beside the model (its metadata.json), and run through Beam's "
                     "RunInference. Writes OUTPUT/windows/*.parquet (one row per window), OUTPUT/videos.parquet "
-                    "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded) and, for "
+                    "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded), "
+                    "OUTPUT/report.html (what was read and a timeline per video) and, for "
                     "next_frame models, OUTPUT/frames/<video>/<start_frame>.png. Other flags go to Beam "
                     "(--runner, --direct_num_workers, cloud runner flags).")
     p.add_argument("--model", required=True, help="export directory written by `clipforge train` (WORKDIR/export)")
@@ -228,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=DECODERS,
                    help="bundled (the imageio-ffmpeg wheel's static ffmpeg) or system (ffmpeg/ffprobe from PATH); "
                         "default: the one the model's dataset was ingested with")
+    p.add_argument("--report-videos", type=int, default=50, metavar="N",
+                   help="timelines drawn in OUTPUT/report.html: the first N videos by name (default 50; 0: none)")
+    p.add_argument("--embeddings", action="store_true",
+                   help="also write each window's backbone feature vector (the export's embed signature) as an "
+                        "`embedding` column, and each video's mean as `mean_embedding` in videos.parquet")
     return p
 
 
@@ -238,10 +268,15 @@ def run(argv: list[str]) -> int:
     try:
         if args.batch_size < 1:
             raise SetupError(f"--batch-size={args.batch_size}: expected an integer >= 1")
+        if args.report_videos < 0:
+            raise SetupError(f"--report-videos={args.report_videos}: expected an integer >= 0")
         if not args.segment_seconds >= 0:
             raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
                              "number of seconds")
         meta, card = load_export_metadata(args.model)
+        if args.embeddings and "embedding_dim" not in card:
+            raise SetupError(f"--embeddings: {args.model} has no {EMBED_SIGNATURE!r} signature (its model_card.json "
+                             "has no embedding_dim); re-train it with this clipforge version")
         decoder = args.decoder or meta.config.get("decoder") or default_decoder()
         try:
             resolve(decoder)
@@ -265,12 +300,17 @@ def run(argv: list[str]) -> int:
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
                                                           limits=limits, segment_seconds=args.segment_seconds,
                                                           decoder=decoder))
-            rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size)
-            _ = rows | "Write" >> WritePredictions(staging.work, target)
+            rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size,
+                                                                 args.embeddings)
+            _ = rows | "Write" >> WritePredictions(staging.work, target, args.embeddings)
             _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)
         if is_template_launch(options):
             print(f"predict: job submitted; {args.output} fills in when it finishes")
             return 0
+        if staging.local:
+            from pipelines import predict_report
+            predict_report.write_report(staging.work, target, card, meta, len(videos),
+                                        args.report_videos)
         out_dir.publish(staging)
     except BaseException:
         out_dir.discard(staging)
@@ -289,5 +329,5 @@ def _summary(output: str, seconds: float) -> str:
         lines.append(f"  {videos.num_rows} video(s), {sum(videos.column('windows').to_pylist())} window(s) predicted; "
                      f"{len(dead)} dead-lettered -> {dead_path}")
         lines.append(f"  per window: {os.path.join(output, WINDOWS_DIR)}/*.parquet; per video: "
-                     f"{os.path.join(output, VIDEOS_FILE)}")
+                     f"{os.path.join(output, VIDEOS_FILE)}; report: {os.path.join(output, 'report.html')}")
     return "\n".join(lines)

@@ -145,3 +145,83 @@ def test_predict_splits_long_videos_into_segments_with_the_same_rows(corpus):
     assert split == rows(str(corpus / "pred_whole"), "--segment-seconds", "0") and len(split) == 3 * 8
     assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output",
                         str(corpus / "pred_bad"), "--segment-seconds", "-1"]) == 2
+
+
+def test_predict_embeddings_are_the_export_embed_signature(corpus, tmp_path, capsys):
+    """--embeddings: per-window `embedding` (length D of the card) and per-video `mean_embedding`."""
+    import shutil
+
+    import tensorflow as tf
+    from schemas.codec import RecordCodec
+    from schemas.metadata import DatasetMetadata
+    from schemas.tfrecord import iter_records
+    _, model = _train(corpus, "classification")
+    with open(os.path.join(model, "model_card.json")) as f:
+        card = json.load(f)
+    out = str(corpus / "pred_embed")
+    assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output", out,
+                        "--embeddings"]) == 0
+    windows = pq.read_table(os.path.join(out, "windows"))
+    import pyarrow as pa
+    assert windows.schema.field("embedding").type.value_type == pa.float32()
+    rows = {(r["video"], r["start_frame"]): r for r in windows.to_pylist()}
+    assert len(rows) == 3 * 8 and all(len(r["embedding"]) == card["embedding_dim"] > 0 for r in rows.values())
+    data = str(corpus / "ds_classification")
+    meta = DatasetMetadata.load(data)
+    codec = RecordCodec(meta.spec, meta.target)
+    embed = tf.saved_model.load(model).signatures["embed"]
+    checked = 0
+    for split in meta.splits:
+        for path in meta.shard_paths(data, split):
+            for rec in iter_records(path):
+                d = codec.decode_numpy(rec)
+                if (d["video_id"], d["start_frame"]) in rows:  # the same decode path as training
+                    want = embed(frames=tf.constant(d["frames"][None]))["embedding"].numpy()[0]
+                    np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["embedding"], want,
+                                               rtol=1e-4, atol=1e-5)
+                    checked += 1
+    assert checked == len(rows)
+    for v in pq.read_table(os.path.join(out, "videos.parquet")).to_pylist():
+        mine = [r["embedding"] for r in rows.values() if r["video"] == v["video"]]
+        np.testing.assert_allclose(v["mean_embedding"], np.mean(mine, axis=0), rtol=1e-5, atol=1e-6)
+    # An export without the embed signature (its card has no embedding_dim) is refused up front.
+    old = str(tmp_path / "old_export")
+    shutil.copytree(model, old)
+    card.pop("embedding_dim")
+    with open(os.path.join(old, "model_card.json"), "w") as f:
+        json.dump(card, f)
+    assert predict.run(["--model", old, "--input", str(corpus / "new_videos"), "--output",
+                        str(tmp_path / "o"), "--embeddings"]) == 2
+    assert "--embeddings" in capsys.readouterr().err and not os.path.exists(tmp_path / "o")
+
+
+def test_predict_report_and_next_frame_anomaly_scores(corpus, export, tmp_path):
+    """report.html: what was read, one timeline per video (up to --report-videos); next_frame anomaly_score."""
+    import re
+    task, model = export
+    out = str(tmp_path / "pred")
+    assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output", out,
+                        "--report-videos", "2"]) == 0
+    page = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+    windows = pq.read_table(os.path.join(out, "windows")).to_pylist()
+    with open(os.path.join(model, "model_card.json")) as f:
+        card = json.load(f)
+    assert re.search(r"videos listed</td><td>5<", page) and re.search(r"videos predicted</td><td>3<", page)
+    assert re.search(rf"windows</td><td>{len(windows)}<", page)
+    assert re.search(r"dead-lettered videos</td><td>2<", page)
+    assert "dead letters: " in page and card["dataset"]["fingerprint"] in page and card["architecture"] in page
+    names = sorted({r["video"] for r in windows})
+    timelines = re.findall(r'<section class="timeline" data-video="([^"]+)"><img alt="timeline" '
+                           r'src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', page)
+    assert timelines == names[:2]
+    assert 'src="http' not in page and "<link" not in page  # self-contained: plots are embedded
+    if task == "next_frame":
+        assert 'id="anomalies"' in page
+        for video in names:
+            rows = [r for r in windows if r["video"] == video]
+            mse = np.array([255.0 ** 2 / 10 ** (r["psnr"] / 10) for r in rows])
+            np.testing.assert_allclose([r["anomaly_score"] for r in rows], mse / np.median(mse), rtol=1e-9)
+    else:
+        assert 'id="anomalies"' not in page and "anomaly_score" not in windows[0]
+    assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output",
+                        str(tmp_path / "bad"), "--report-videos", "-1"]) == 2
