@@ -2,6 +2,7 @@
 duplicate sets and groups that span more than one split."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import threading
@@ -49,6 +50,7 @@ class FileHasher:
         return self.digest
 
 
+@functools.lru_cache(maxsize=16)
 def _bins(n: int) -> np.ndarray:
     """(THUMB, n) averaging matrix: row k averages the pixels that fall into bin k."""
     m = np.zeros((THUMB, n), np.float32)
@@ -57,10 +59,12 @@ def _bins(n: int) -> np.ndarray:
 
 
 def thumbnail(pixels: np.ndarray) -> np.ndarray:
-    """A THUMB x THUMB gray uint8 thumbnail of an (H, W, C) frame by block means."""
-    gray = pixels.astype(np.float32).mean(axis=2) if pixels.ndim == 3 else pixels.astype(np.float32)
-    h, w = gray.shape
-    return np.round(_bins(h) @ gray @ _bins(w).T).astype(np.uint8)
+    """A THUMB x THUMB gray uint8 thumbnail of an (H, W, C) frame: block means of the channel mean."""
+    h, w = pixels.shape[:2]
+    rows, cols = _bins(h), _bins(w).T
+    x = pixels.reshape(h, w, -1)
+    acc = sum(rows @ x[:, :, c].astype(np.float32) @ cols for c in range(x.shape[2]))
+    return np.round(acc / x.shape[2]).astype(np.uint8)
 
 
 class SignatureWatcher:
@@ -115,23 +119,49 @@ class _Sets:
         return sorted(sorted(g) for g in out.values() if len(g) > 1)
 
 
-def near_duplicate_sets(videos: dict[str, tuple[int, tuple]]) -> list[list[str]]:
+def near_duplicate_sets(videos: dict[str, tuple[int, tuple]], sha256: Optional[dict[str, str]] = None
+                        ) -> list[list[str]]:
     """Sets of ids whose signatures match: {id: (frames decoded, signature)} in, sorted sets out.
 
-    Only videos of the same decoded length are compared, so a corpus is compared in small
-    buckets, not all pairs.
+    Only videos of the same decoded length are compared, so a corpus is compared in buckets, not
+    all pairs; within one, equal signatures (equal files among them) join without a comparison,
+    and a pair is compared in full only when the mean difference of its per-sample mean levels
+    (a lower bound of the full mean difference) is within NEAR_LEVELS.
+
+    Args:
+      videos: {id: (frames decoded, signature)}.
+      sha256: {id: hex digest}: files with equal bytes join one set (their signatures are equal).
     """
-    by_len: dict[int, list[tuple[str, np.ndarray]]] = {}
+    sets = _Sets()
+    buckets: dict[tuple[int, int], dict[str, list[str]]] = {}
     for vid, (frames, sig) in videos.items():
         if frames > 0 and sig:
-            arr = np.frombuffer(b"".join(sig), np.uint8).reshape(len(sig), -1).astype(np.int16)
-            by_len.setdefault(frames, []).append((vid, arr))
-    sets = _Sets()
-    for members in by_len.values():
-        for i, (a, sa) in enumerate(members):
-            for b, sb in members[i + 1:]:
-                if len(sa) == len(sb) and float(np.abs(sa - sb).mean()) <= NEAR_LEVELS:
-                    sets.union(a, b)
+            key = b"".join(sig)  # equal signatures (equal files among them) join without a comparison
+            buckets.setdefault((frames, len(sig)), {}).setdefault(key, []).append(vid)
+    for same in (ids for bucket in buckets.values() for ids in bucket.values()):
+        for other in same[1:]:
+            sets.union(same[0], other)
+    by_hash: dict[str, str] = {}
+    for vid, digest in (sha256 or {}).items():
+        if vid in videos and digest:
+            sets.union(by_hash.setdefault(digest, vid), vid)
+    for bucket in buckets.values():
+        heads = [ids[0] for ids in bucket.values()]
+        if len(heads) < 2:
+            continue
+        arr = np.stack([np.frombuffer(b"".join(videos[v][1]), np.uint8) for v in heads]).astype(np.int16)
+        samples = arr.reshape(len(heads), -1, THUMB * THUMB).mean(axis=2)  # (videos, samples) mean levels
+        mean = samples.mean(axis=1)
+        order = np.argsort(mean, kind="stable")
+        arr, samples, mean, heads = arr[order], samples[order], mean[order], [heads[i] for i in order]
+        ends = np.searchsorted(mean, mean + NEAR_LEVELS, side="right")
+        for i in range(len(heads) - 1):
+            if ends[i] > i + 1:
+                near = i + 1 + np.flatnonzero(np.abs(samples[i + 1:ends[i]] - samples[i]).mean(axis=1) <= NEAR_LEVELS)
+                if near.size:
+                    d = np.abs(arr[near] - arr[i]).mean(axis=1)
+                    for j in near[d <= NEAR_LEVELS]:
+                        sets.union(heads[i], heads[int(j)])
     return sets.groups()
 
 
@@ -148,7 +178,8 @@ def audit(rows: list[dict]) -> dict:
             by_hash.setdefault(r["sha256"], []).append(r["video_id"])
     exact = sorted(sorted(set(v)) for v in by_hash.values() if len(set(v)) > 1)
     near = near_duplicate_sets({r["video_id"]: (r.get("frames") or 0, r.get("signature") or ())
-                                for r in rows if r.get("signature")})
+                                for r in rows if r.get("signature")},
+                               {r["video_id"]: r["sha256"] for r in rows if r.get("sha256")})
     split_of = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok" and r.get("split")}
     groups: dict[str, list[str]] = {}
     for r in rows:
