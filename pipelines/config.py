@@ -58,6 +58,9 @@ class IngestConfig:
         of each line); a video in no list is dead-lettered (not_in_split_lists).
       group_pattern: a regex on the video id whose first capture group is the video's group.
       dedupe: keep the first id (by path) of each set of byte-identical files, dead-letter the others.
+      frame_folders: a folder under the input directory that directly holds images and no video
+        file is one video, its frames in natural order at source_fps.
+      source_fps: frame folders: the rate their frames were taken at (a labels `fps` column overrides it).
     """
 
     input: str = ""
@@ -90,6 +93,8 @@ class IngestConfig:
     split_lists: Optional[str] = None
     group_pattern: Optional[str] = None
     dedupe: bool = False
+    frame_folders: bool = False
+    source_fps: Optional[float] = None
 
     @property
     def split_list_files(self) -> dict[str, str]:
@@ -173,6 +178,9 @@ class IngestConfig:
             need(bool(self.labels), "labels", f"a CSV or Parquet labels file: --task {self.task} needs one "
                                               "(or --labels-from-folders for classification)")
         self.split_list_files  # noqa: B018 - raises ConfigError when malformed
+        if self.frame_folders:
+            need(self.source_fps is not None and self.source_fps > 0, "source_fps",
+                 "a positive frame rate with --frame-folders (the rate the frames were taken at)")
         if self.group_pattern is not None:
             try:
                 re.compile(self.group_pattern)
@@ -253,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "trainlist01.txt); a video in no list is dead-lettered (not_in_split_lists)")
     a("--group-pattern", help="regex on the video id whose first capture group names the video's group "
                               "(UCF101: _g(\\d+)_); hash splits hash the group, so a group never spans splits")
+    a("--frame-folders", action="store_true", default=None,
+      help="a folder under --input that directly holds images (jpg, jpeg, png, bmp, webp) and no video file is one "
+           "video: its id is the folder's path, its frames in natural order (2.jpg before 10.jpg) at --source-fps")
+    a("--source-fps", type=float, help="--frame-folders: the rate the frames were taken at (a labels `fps` column "
+                                       "overrides it per folder); resampled to --fps like any video")
     a("--dedupe", action="store_true", default=None,
       help="keep the first id (by path) of each set of byte-identical files; dead-letter the others "
            "(duplicate_content)")

@@ -27,7 +27,8 @@ _INPUT = "file:input"
 
 def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: int = 0,
                 formats: tuple[str, ...] = DEFAULT_FORMATS, seek: float = 0.0, lead: float = 0.0,
-                stop_after: int = 0, header: bool = False, max_pixels: int = 0) -> list[str]:
+                stop_after: int = 0, header: bool = False, max_pixels: int = 0, pipe_format: str = "",
+                pipe_rate: float = 0.0) -> list[str]:
     """The ffmpeg command that writes `path` as raw frames of `spec` to stdout.
 
     One filter graph does everything: `fps` resamples to a constant rate first (so later
@@ -53,6 +54,9 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
       header: print the input dump first, every line tagged with its level (FrameStream's
         `check`); otherwise only errors are printed.
       max_pixels: the decoder refuses frames larger than this (its own `max_pixels`); 0: no limit.
+      pipe_format, pipe_rate: a frame folder: images of this ffmpeg pipe demuxer (jpeg_pipe,
+        png_pipe, ...) arrive on stdin at this rate, written by clipforge (pipelines/frames.py);
+        `path` is then unused and only the pipe protocol and that demuxer are allowed.
 
     Returns:
       The argument list (no shell involved): the input is always a plain local file
@@ -68,8 +72,14 @@ def ffmpeg_args(path: str, spec: WindowSpec, resize: str = "stretch", threads: i
     seeking = {"ss": repr(float(seek)), "noaccurate_seek": None} if seek > 0 else {}
     if max_pixels > 0:
         seeking["max_pixels"] = int(max_pixels)
-    stream = ffmpeg.input(_INPUT, protocol_whitelist=PROTOCOL_WHITELIST, format_whitelist=",".join(formats),
-                          threads=threads, **seeking)
+    if pipe_format:
+        # reinit_filter 0: frames of another size go through the same graph (scale resizes each);
+        # a rebuilt graph would drop the frame the fps filter holds back at every size change
+        stream = ffmpeg.input("pipe:0", f=pipe_format, framerate=repr(float(pipe_rate)), protocol_whitelist="pipe",
+                              format_whitelist=pipe_format, threads=threads, reinit_filter=0, **seeking)
+    else:
+        stream = ffmpeg.input(_INPUT, protocol_whitelist=PROTOCOL_WHITELIST, format_whitelist=",".join(formats),
+                              threads=threads, **seeking)
     if seek > 0:
         # start_time pins the output grid to the seek point rather than to the first frame that
         # arrives; setpts restarts it at 0, else rawvideo's constant-rate muxer would pad.
@@ -111,6 +121,7 @@ class FrameStream:
         its length is stopped after `max_duration * fps` frames. None for the defaults.
       seek, lead, stop_after: decode one time segment only (see `ffmpeg_args`).
       decoder: the ffmpeg to run; None for the default one (pipelines/decoder.py).
+      pipe_format, pipe_rate, feed: a frame folder's images, fed to ffmpeg's stdin (`ffmpeg_args`).
       check: the decoding ffmpeg is also the probe (one process per video): before the first
         frame is read, its input dump is checked against `limits` as `probe_video` checks
         ffprobe's answers, and a file outside them raises the same VideoError (stage "probe")
@@ -121,11 +132,13 @@ class FrameStream:
 
     def __init__(self, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int = 0,
                  limits: Optional[ProbeLimits] = None, seek: float = 0.0, lead: float = 0.0,
-                 stop_after: int = 0, decoder: Optional[Decoder] = None, check: bool = False):
+                 stop_after: int = 0, decoder: Optional[Decoder] = None, check: bool = False,
+                 pipe_format: str = "", pipe_rate: float = 0.0, feed=None):
         limits = limits or DEFAULT_LIMITS
-        self.path, self.limits, self.decoder, self.check = path, limits, decoder, check
+        self.path, self.limits, self.decoder, self.check, self.feed = path, limits, decoder, check, feed
         self.args = ffmpeg_args(path, spec, resize, threads, limits.formats, seek, lead, stop_after, header=check,
-                                max_pixels=limits.max_pixels if check else 0)
+                                max_pixels=limits.max_pixels if check or pipe_format else 0, pipe_format=pipe_format,
+                                pipe_rate=pipe_rate)
         self.info: Optional[VideoInfo] = None
         self.shape = spec.frame_shape
         self.timeout = timeout
@@ -140,7 +153,8 @@ class FrameStream:
         ended = too_long = False
         if self.decoder is None:
             self.decoder = resolve(default_decoder())
-        with ToolProcess([self.decoder.ffmpeg, *self.args[1:]], self.timeout, header=self.check) as tp:
+        with ToolProcess([self.decoder.ffmpeg, *self.args[1:]], self.timeout, header=self.check,
+                         feed=self.feed) as tp:
             self.process = tp
             try:
                 if self.check:
@@ -164,6 +178,8 @@ class FrameStream:
                 # too long, an error) it is killed at once.
                 rc = tp.close(wait=ended)
                 self.stderr = tp.stderr_tail()
+        if isinstance(tp.feed_error, VideoError):
+            raise tp.feed_error  # a frame file clipforge could not feed (pipelines/frames.py)
         if too_long:
             raise VideoError("decode", "too_long",
                              f"more than {self.max_duration:g}s of video (--max-duration) although the "

@@ -62,7 +62,7 @@ class IngestPlan:
 
 def _corpus_seconds(videos: list[VideoRef], timeout: float, limits: ProbeLimits, decoder: Decoder) -> float:
     """Estimates the corpus duration from a few probed videos and every video's size."""
-    local = [v for v in videos if is_local(v.path)]
+    local = [v for v in videos if is_local(v.path) and not v.frames_root]
     step = max(1, len(local) // SHARD_SAMPLE)
     seconds = size = 0.0
     for v in local[::step][:SHARD_SAMPLE]:
@@ -87,7 +87,7 @@ def prepare(config: IngestConfig) -> IngestPlan:
         decoder = resolve(config.decoder)
     except DecoderError as e:
         raise SetupError(str(e)) from None
-    refs, listed_missing = list_videos(config.input)
+    refs, listed_missing = list_videos(config.input, config.frame_folders)
     videos, dups = split_duplicates(refs)
     rejected = [DeadLetter(d.path, d.video_id, "read", f"video id {d.video_id!r} is also {kept.path}, "
                            "which is used instead", "duplicate_video_id") for d, kept in dups]
@@ -129,7 +129,8 @@ def prepare(config: IngestConfig) -> IngestPlan:
     job = VideoJob(spec=spec, target=target, resize=config.resize, split_names=tuple(names),
                    split_fractions=fractions, labels=labels, timeout=config.video_timeout,
                    threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
-                   decoder=config.decoder, assigned=assigned or None, groups=groups or None)
+                   decoder=config.decoder, assigned=assigned or None, groups=groups or None,
+                   source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
     if config.num_shards:
         counts = [config.num_shards] * len(names)
     else:  # each split's share of the videos, known exactly: a split never depends on the others
@@ -168,7 +169,7 @@ def dataset_fingerprint(argv: list[str]) -> str:
       ConfigError, SetupError: as `run` would report them.
     """
     config, _ = parse_config(argv if "--output" in argv else [*argv, "--output", "unused"])
-    refs, _ = list_videos(config.input)
+    refs, _ = list_videos(config.input, config.frame_folders)
     return fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files)
 
 

@@ -32,12 +32,15 @@ class VideoRef:
         video_id and the labels join key.
       size: bytes.
       mtime: last modification, seconds since the epoch.
+      frames_root: for a frame folder (`path` is the folder), the input root its frames must lie
+        in; "" for a video file.
     """
 
     path: str
     video_id: str
     size: int = 0
     mtime: float = 0.0
+    frames_root: str = ""
 
 
 def is_local(path: str) -> bool:
@@ -129,7 +132,20 @@ def _read_list(path: str) -> list[tuple[str, bool]]:
     return out
 
 
-def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
+def _frame_folders(root: str) -> list[VideoRef]:
+    """Folders under ROOT that directly hold image files and no video file: one video each."""
+    from pipelines.frames import is_image
+    out = []
+    for d, _, files in os.walk(root):
+        images = [f for f in files if is_image(f)]
+        if images and not any(_is_video(f) for f in files):
+            stats = [os.lstat(os.path.join(d, f)) for f in images]
+            out.append(VideoRef(d, video_id_under(d, root) if d != root else os.path.basename(root),
+                                sum(s.st_size for s in stats), max(s.st_mtime for s in stats), frames_root=root))
+    return out
+
+
+def list_videos(spec: str, frame_folders: bool = False) -> tuple[list[VideoRef], list[str]]:
     """Expands --input into videos, each with its id: its path under the input root.
 
     The root is the directory for a directory input, the deepest directory before the first
@@ -143,21 +159,27 @@ def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
     taken from the list's folder). Local inputs are regular files only: FIFOs, devices and
     links to them are skipped, since opening one could block or read forever.
 
+    With frame_folders (a local directory input only), a folder under it that directly holds
+    image files (pipelines/frames.py) and no video file is one more video, its id the folder's
+    path under the root.
+
     Returns:
       (videos sorted by path, listed paths that do not exist).
 
     Raises:
-      SetupError: nothing matched, naming the input.
+      SetupError: nothing matched, naming the input; frame_folders with another kind of input.
     """
     local = is_local(spec)
     listed_missing: list[str] = []
     listed: list[str] = []
+    folders: list[VideoRef] = []
     absolute: set[str] = set()
     abs_root = ""
     exists = os.path.exists(spec) if local else FileSystems.exists(spec)
     if (local and os.path.isdir(spec)) or (not local and spec.endswith("/")):
         root = os.path.abspath(spec) if local else spec.rstrip("/")
         found = [m for m in _walk(os.path.abspath(spec) if local else spec) if _is_video(m[0])]
+        folders = _frame_folders(root) if frame_folders else []
         what = f"no video files (extensions {', '.join(sorted(VIDEO_EXTENSIONS))}) under {spec}"
     elif any(ch in spec for ch in "*?[") and not exists:
         root = _glob_root(os.path.abspath(spec) if local else spec)
@@ -182,13 +204,15 @@ def list_videos(spec: str) -> tuple[list[VideoRef], list[str]]:
         what = f"none of the {len(paths)} paths listed in {spec} exists"
     else:
         raise SetupError(f"--input {spec} does not exist (expected a directory, a glob or a list file)")
+    if frame_folders and not (local and os.path.isdir(spec)):
+        raise SetupError(f"--frame-folders needs a local directory as --input, not {spec}")
     if listed:  # a list: a path named twice stays twice (a duplicate id)
         stat = {m[0]: m for m in found}
         found = [stat[p] for p in listed if p in stat]
     else:
         found = list({m[0]: m for m in found}.values())
-    refs = sorted((VideoRef(p, video_id_under(p, abs_root if p in absolute else root), size, mtime)
-                   for p, size, mtime in found), key=lambda r: r.path)
+    refs = sorted([*(VideoRef(p, video_id_under(p, abs_root if p in absolute else root), size, mtime)
+                     for p, size, mtime in found), *(folders if frame_folders else [])], key=lambda r: r.path)
     if not refs:
         raise SetupError(what)
     return refs, listed_missing

@@ -11,6 +11,7 @@ from pipelines.config import SetupError
 
 JOIN_COLUMNS = ("video_id", "video")  # the first one present is used
 SPLIT_COLUMN, GROUP_COLUMN = "split", "group"  # optional: a video's split, a video's group
+FPS_COLUMN = "fps"  # optional, frame folders: the rate a folder's frames were taken at
 SPLIT_VALUES = ("train", "validation", "test")
 SHAPES = ("video", "segments", "series")
 Target = Union[np.ndarray, int]  # regression (D,) float64, or a class index
@@ -79,6 +80,7 @@ class LabelTable:
       ignored: columns present but unused.
       splits: {video_id: train|validation|test} from a `split` column (empty cells left out).
       groups: {video_id: group} from a `group` column (empty cells left out).
+      fps: {video_id: frames per second} from an `fps` column (frame folders; empty cells left out).
     """
 
     path: str
@@ -89,6 +91,7 @@ class LabelTable:
     ignored: list[str]
     splits: dict[str, str] = dataclasses.field(default_factory=dict)
     groups: dict[str, str] = dataclasses.field(default_factory=dict)
+    fps: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _read_table(path: str, string_columns: list[str]) -> pa.Table:
@@ -183,7 +186,7 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         raise SetupError(f"labels file {path} is a time series (column 'time'): only --task regression "
                          "interpolates targets; use segments (start, end) for class labels")
     keys = {"video": [], "segments": ["start", "end"], "series": ["time"]}[shape]
-    ignored = [c for c in cols if c not in [join, *needed, *keys, SPLIT_COLUMN, GROUP_COLUMN]
+    ignored = [c for c in cols if c not in [join, *needed, *keys, SPLIT_COLUMN, GROUP_COLUMN, FPS_COLUMN]
                and c not in JOIN_COLUMNS]
 
     ids = [normalize_id(v) for v in _strings(table, join, path)]
@@ -206,7 +209,20 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
                          f"of {', '.join(SPLIT_VALUES)} (or empty for the hash split)")
     return LabelTable(path=path, shape=shape, join_column=join, classes=classes,
                       videos=_group(ids, values, times, shape, path), ignored=ignored, splits=splits,
-                      groups=_per_video(table, GROUP_COLUMN, ids, path))
+                      groups=_per_video(table, GROUP_COLUMN, ids, path), fps=_fps(table, ids, path))
+
+
+def _fps(table: pa.Table, ids: list[str], path: str) -> dict[str, float]:
+    out = {}
+    for vid, v in _per_video(table, FPS_COLUMN, ids, path).items():
+        try:
+            out[vid] = float(v)
+        except ValueError:
+            out[vid] = float("nan")
+        if not (out[vid] > 0 and np.isfinite(out[vid])):
+            raise SetupError(f"labels file {path}: column 'fps' of video {vid!r} is {v!r}, expected a positive "
+                             "frame rate")
+    return out
 
 
 def normalize_id(value) -> str:
@@ -266,7 +282,8 @@ def join_ids(keys: list[str], refs: list, what: str) -> dict[str, str]:
 
 def rekey(table: LabelTable, refs: list) -> LabelTable:
     """The table keyed by video ids (`join_ids`): bare file names resolved to paths under the root."""
-    m = join_ids(list(table.videos) + list(table.splits) + list(table.groups), refs, f"labels file {table.path}")
+    m = join_ids(list(table.videos) + list(table.splits) + list(table.groups) + list(table.fps), refs,
+                 f"labels file {table.path}")
     seen: dict[str, str] = {}
     for k in table.videos:
         if k in m and seen.setdefault(m[k], k) != k:
@@ -275,7 +292,8 @@ def rekey(table: LabelTable, refs: list) -> LabelTable:
     return dataclasses.replace(
         table, videos={m.get(k, k): v for k, v in table.videos.items()},
         splits={m.get(k, k): v for k, v in table.splits.items()},
-        groups={m.get(k, k): v for k, v in table.groups.items()})
+        groups={m.get(k, k): v for k, v in table.groups.items()},
+        fps={m.get(k, k): v for k, v in table.fps.items()})
 
 
 def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str) -> dict[str, VideoLabels]:

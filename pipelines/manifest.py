@@ -15,8 +15,8 @@ from pipelines.stats import VideoSummary
 MANIFEST_FILE = "videos.parquet"
 COLUMNS = ("video_id", "path", "split", "group", "label", "sha256", "size", "mtime", "format", "codec", "width",
            "height", "rotation", "sar", "source_fps", "vfr", "duration", "frames", "windows", "status", "kind",
-           "reason")
-FACTS = ("format", "codec", "width", "height", "rotation", "sar", "source_fps", "vfr", "duration")
+           "reason", "frame_gaps")
+FACTS = ("format", "codec", "width", "height", "rotation", "sar", "source_fps", "vfr", "duration", "frame_gaps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ def write_manifest(rows: list[dict], work: str) -> str:
                         ("rotation", pa.float64()), ("sar", pa.string()), ("source_fps", pa.float64()),
                         ("vfr", pa.bool_()), ("duration", pa.float64()), ("frames", pa.int64()),
                         ("windows", pa.int64()), ("status", pa.string()), ("kind", pa.string()),
-                        ("reason", pa.string())])
+                        ("reason", pa.string()), ("frame_gaps", pa.int64())])
     # a non-UTF-8 file name (surrogate escapes) is stored with the escapes replaced
     clean = [{k: _text(r.get(k)) for k in COLUMNS} for r in rows]
     table = pa.Table.from_pylist(clean, schema=schema)

@@ -71,12 +71,13 @@ class VideoInfo:
     rotation: float = 0.0
     sar: str = ""
     vfr: Optional[bool] = None
+    frame_gaps: Optional[int] = None  # frame folders: numbers missing from the file names
 
     def facts(self) -> dict:
         """What the manifest (videos.parquet) records of the header."""
         return {"format": self.format_name, "codec": self.codec, "width": self.width, "height": self.height,
                 "rotation": self.rotation, "sar": self.sar, "source_fps": self.fps, "vfr": self.vfr,
-                "duration": self.duration}
+                "duration": self.duration, "frame_gaps": self.frame_gaps}
 
 
 @dataclasses.dataclass(frozen=True)

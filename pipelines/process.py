@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from typing import Iterable, Sequence
 
 STDERR_TAIL_BYTES = 1024
 # A bigger stdout pipe lets ffmpeg decode ahead while Python encodes (the default 64 KB holds
@@ -64,9 +64,12 @@ class ToolProcess:
       args: the command as an argument list (never a shell string).
       timeout: wall-clock seconds before the process group is killed; None for no limit.
       header: split ffmpeg's stderr into its input dump and its errors (see above).
+      feed: chunks of bytes written to the child's stdin by a thread (then stdin is closed);
+        None: stdin is /dev/null. Used for frame folders, whose images clipforge reads itself.
     """
 
-    def __init__(self, args: Sequence[str], timeout: float | None, header: bool = False):
+    def __init__(self, args: Sequence[str], timeout: float | None, header: bool = False,
+                 feed: Iterable[bytes] | None = None):
         self.args = list(args)
         self.timed_out = False
         self._tail = b""
@@ -75,8 +78,14 @@ class ToolProcess:
         self._header_done = threading.Event()
         self._lock = threading.Lock()
         self._reap_lock = threading.Lock()  # a group is never signalled after its leader is reaped
-        self.proc = subprocess.Popen([*die_with_parent_prefix(), *self.args], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*die_with_parent_prefix(), *self.args],
+                                     stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self.feed_error: BaseException | None = None
+        self._writer = None
+        if feed is not None:
+            self._writer = threading.Thread(target=self._write, args=(feed,), daemon=True)
+            self._writer.start()
         if not header:  # a header is checked first: until then ffmpeg can only run a small pipe ahead
             self.widen_pipe()
         self._drain = threading.Thread(target=self._drain_levels if header else self._drain_stderr, daemon=True)
@@ -86,6 +95,26 @@ class ToolProcess:
             self._timer = threading.Timer(timeout, self._on_timeout)
             self._timer.daemon = True
             self._timer.start()
+
+    def _write(self, feed: Iterable[bytes]) -> None:
+        chunks = iter(feed)
+        try:
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except BaseException as e:  # noqa: BLE001 - e.g. a frame that cannot be read: the reader re-raises it
+                    self.feed_error = e
+                    self.kill()
+                    return
+                try:
+                    self.proc.stdin.write(chunk)
+                except (BrokenPipeError, ValueError, OSError):
+                    return  # the child stopped reading (killed, or it failed): its status tells why
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.close()
 
     def widen_pipe(self) -> None:
         """Lets the child write PIPE_BYTES ahead of the reader."""
@@ -191,6 +220,8 @@ class ToolProcess:
             self._kill_group()
             rc = self.proc.wait()
         self._drain.join(timeout=5)
+        if self._writer is not None:
+            self._writer.join(timeout=5)
         self.proc.stdout.close()
         self.proc.stderr.close()
         return rc

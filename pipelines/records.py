@@ -12,6 +12,7 @@ import numpy as np
 from pipelines.decode import FrameStream
 from pipelines.decoder import Decoder, default_decoder, resolve
 from pipelines.inputs import VideoRef, is_local, local_file
+from pipelines.frames import FolderFrames, folder_source_fps
 from pipelines.labels import VideoLabels
 from pipelines.leakage import FileHasher, SignatureWatcher, signature_step
 from pipelines.probe import ProbeLimits, VideoError, probe_video
@@ -75,6 +76,8 @@ class VideoJob:
       decoder: bundled | system (pipelines/decoder.py); $CLIPFORGE_DECODER or bundled by default.
       assigned: {video_id: split} fixed by split lists or a labels `split` column; None: none.
       groups: {video_id: group}: videos of a group share one hashed split; None: none.
+      source_fps: frame folders: the rate their frames were taken at (--source-fps).
+      folder_fps: {video_id: fps} from a labels `fps` column, overriding source_fps per folder.
     """
 
     spec: WindowSpec
@@ -90,10 +93,16 @@ class VideoJob:
     decoder: str = dataclasses.field(default_factory=default_decoder)
     assigned: Optional[dict[str, str]] = None
     groups: Optional[dict[str, str]] = None
+    source_fps: float = 0.0
+    folder_fps: Optional[dict[str, float]] = None
 
     def split_of(self, video_id: str) -> str:
         """The video's split (pipelines/split.py `split_of`)."""
         return split_of(video_id, self.split_fractions, self.split_names, self.assigned, self.groups)
+
+    def fps_of(self, video_id: str) -> float:
+        """A frame folder's source frame rate (its labels `fps` cell, else --source-fps)."""
+        return folder_source_fps(video_id, self.source_fps, self.folder_fps)
 
     @property
     def horizon(self) -> int:
@@ -172,6 +181,9 @@ def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, l
       The video's segments in order, or one DeadLetter (probe or read stage).
     """
     decoder = decoder or resolve(default_decoder())
+    if ref.frames_root:  # a frame folder: decoded whole, checked frame by frame when it starts
+        yield Segment(ref)
+        return
     small = 0 < ref.size < MIN_SEGMENTS * segment_seconds * MIN_SPLIT_BYTES_PER_SECOND
     if segment_seconds <= 0 or not is_local(ref.path) or (decoder.one_process and small):
         yield Segment(ref)
@@ -191,8 +203,15 @@ def plan_decode(ref: VideoRef, spec: WindowSpec, horizon: int, timeout: float, l
 
 
 def _segment_stream(seg: Segment, path: str, spec: WindowSpec, resize: str, timeout: float, threads: int,
-                    limits: ProbeLimits, horizon: int, decoder: Decoder) -> FrameStream:
-    """The segment's frame stream: seeking as planned, or probing first for a whole video."""
+                    limits: ProbeLimits, horizon: int, decoder: Decoder, source_fps: float = 0.0) -> FrameStream:
+    """The segment's frame stream: a frame folder's images fed to ffmpeg, seeking as planned, or probing
+    first for a whole video."""
+    if seg.ref.frames_root:
+        folder = FolderFrames(path, seg.ref.frames_root, limits, source_fps)
+        stream = FrameStream(path, spec, resize, timeout, threads, limits, decoder=decoder,
+                             pipe_format=folder.format, pipe_rate=source_fps, feed=folder.feed())
+        stream.info, stream.folder = folder.info, folder
+        return stream
     if seg.probed:
         return FrameStream(path, spec, resize, timeout, threads, limits, seg.seek, seg.lead,
                            seg.stop_after(spec.frames + horizon), decoder=decoder)
@@ -252,9 +271,9 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     try:
         with local_file(ref.path, scratch_dir) as path:
             # the first segment hashes the file while ffmpeg reads it (pipelines/leakage.py)
-            hasher = FileHasher(path) if seg.index == 0 else None
+            hasher = FileHasher(path) if seg.index == 0 and not ref.frames_root else None
             stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon,
-                                     resolve(job.decoder))
+                                     resolve(job.decoder), job.fps_of(ref.video_id))
             try:
                 frames = signature.watch(edges.watch(itertools.islice(stream, seg.skip, None)))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
@@ -290,6 +309,8 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
         error = DeadLetter(ref.path, ref.video_id, "read", f"cannot read the file: {e}", "read_failed")
     if error is not None:
         digest = hasher.result(job.timeout) if hasher else ""
+    if ref.frames_root and stream is not None and getattr(stream, "folder", None) is not None:
+        digest = stream.folder.sha256  # set once every frame was fed
     facts = seg.facts or (stream.info.facts() if stream is not None and stream.info else {})
     owned = edges.count if seg.end is None else min(edges.count, seg.end - seg.start)
     summary = stats.summary(ref.video_id, split, windows=written, frames_decoded=owned,
