@@ -60,10 +60,13 @@ def test_pretrained_backbone_trains_on_eigen_kernels():
     assert _probe("conv3d")["onednn"] is True
 
 
-def test_native_bf16_needs_avx512_bf16_or_amx():
+def test_native_bf16_needs_avx512_bf16_or_amx(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert cpu.has_native_bf16(frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}))
     assert cpu.has_native_bf16(frozenset({"avx2", "amx_bf16"}))
     assert not cpu.has_native_bf16(frozenset({"avx2", "fma", "avx512f"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN held below bf16: no bf16 kernels
+    assert not cpu.has_native_bf16(frozenset({"avx2", "avx512_bf16", "amx_bf16"}))
 
 
 def test_summary_marks_missing_flags():
@@ -75,7 +78,8 @@ def test_summary_marks_missing_flags():
         assert (f"-{flag}" in summary) == (flag not in flags)
 
 
-def test_mixed_precision_falls_back_to_float32_without_bf16_units():
+def test_mixed_precision_falls_back_to_float32_without_bf16_units(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     from trainer.train import precision_policy
     lines = []
     assert precision_policy(False, lines.append) == "float32" and not lines

@@ -53,8 +53,18 @@ def cpu_summary() -> str:
     return f"{model}, {os.cpu_count()} cores, {marks}"
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which oneDNN has no bfloat16 convolution kernels.
+NO_BF16_ISAS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
 def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX), where mixed precision pays."""
+    """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX), where mixed precision pays.
+
+    A oneDNN limited below those instructions (ONEDNN_MAX_CPU_ISA=AVX2, say) counts as without:
+    it then cannot even create a bfloat16 convolution.
+    """
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS:
+        return False
     flags = cpu_model_and_flags()[1] if flags is None else flags
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
