@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     if "input" in suites:
         from benchmarks import input_bench
         results["input"] = input_bench.run(args.workdir)
+        results["input"]["clip"] = input_bench.run_clip(args.workdir)
         print(json.dumps({"input": results["input"]}, indent=1), flush=True)
     if "train" in suites:
         out = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput"], capture_output=True, text=True)

@@ -14,30 +14,32 @@ def span_start(frames: int, clip_frames: int, task: str) -> int:
 
 
 def temporal_span_fn(frames: int, clip_frames: int, strides: tuple[int, ...], task: str):
-    """Returns fn(frames, seed) placing a random K-frame span where the model's crop reads it.
+    """Returns fn(batch, seed) placing a random K-frame span where the model's crop reads it.
 
-    The span starts at a random offset (fixed at the end for next_frame) and steps a stride drawn
-    from `strides`; it is written into the window at span_start(), so the model, which always
-    crops that position, sees the random span in training and the centre (or last) frames at
-    stride 1 when evaluated or served. The other positions hold neighbouring frames and are
-    cropped away. None when there is nothing to draw (K = T at stride 1).
+    Each window's span starts at a random offset (fixed at the end for next_frame) and steps a
+    stride drawn from `strides`; it is written into the window at span_start(), so the model,
+    which always crops that position, sees the random span in training and the centre (or last)
+    frames at stride 1 when evaluated or served. The other positions hold neighbouring frames and
+    are cropped away. The function works on a whole batch [B, T, H, W, C] (one draw per window)
+    so the input pipeline pays a few ops per batch, not per window. None when there is nothing to
+    draw (K = T at stride 1).
     """
     if clip_frames >= frames and tuple(strides) == (1,):
         return None
     start = span_start(frames, clip_frames, task)
     choices = tf.constant(strides, tf.int32)
 
-    def apply(window, seed):
+    def apply(batch, seed):
+        n = tf.shape(batch)[0]
         seeds = tf.random.experimental.stateless_split(seed, 2)
-        stride = tf.gather(choices, tf.random.stateless_uniform(
-            [], seeds[0], 0, len(strides), dtype=tf.int32))
+        stride = tf.gather(choices, tf.random.stateless_uniform([n], seeds[0], 0, len(strides), dtype=tf.int32))
         last_offset = frames - 1 - stride * (clip_frames - 1)
         if task == "next_frame":
             offset = last_offset
         else:
-            offset = tf.random.stateless_uniform([], seeds[1], 0, tf.int32.max, dtype=tf.int32) % (last_offset + 1)
-        index = tf.clip_by_value(offset + stride * (tf.range(frames) - start), 0, frames - 1)
-        return tf.gather(window, index)
+            offset = tf.random.stateless_uniform([n], seeds[1], 0, tf.int32.max, dtype=tf.int32) % (last_offset + 1)
+        index = offset[:, None] + stride[:, None] * (tf.range(frames) - start)[None, :]
+        return tf.gather(batch, tf.clip_by_value(index, 0, frames - 1), batch_dims=1)
 
     return apply
 

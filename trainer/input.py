@@ -117,23 +117,30 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
         if training:  # the buffer now holds decoded windows, at most the split already in memory
             n = max(meta.num_windows(split), 1)
             ds = ds.shuffle(min(shuffle_buffer or n, n), seed=seed, reshuffle_each_iteration=True)
-    frames = meta.spec.frames
-    span = temporal_span_fn(frames, clip_frames or frames, clip_strides, meta.target.task) if training else None
     fn = augment_fn(augment, meta.target.task) if training else None
-    if fn is not None or span is not None:
-        # Draw spans and augment after parsing (they work on frames) and before batching (each
-        # window draws its own). A window's seed is (seed, its position in the epoch's stream);
-        # the order is reshuffled every epoch, so a window gets a new span and new transforms
-        # each epoch. scan() counts positions without adding a second source dataset, which
-        # FILE sharding forbids.
+    if fn is not None:
+        # Augment after parsing (it works on pixels) and before batching (each window draws its
+        # own transform). A window's seed is (seed, its position in the epoch's stream); the
+        # order is reshuffled every epoch, so a window gets new transforms each epoch. scan()
+        # counts positions without adding a second source dataset, which FILE sharding forbids.
         ds = ds.scan(tf.constant(0, tf.int64),
                      lambda i, x: (i + 1, (x[0], x[1], tf.stack([tf.constant(seed, tf.int64), i]))))
-        ds = ds.map(_random_window(span, fn), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # No repeat(): Keras restarts the iterator each epoch, so an epoch is exactly one pass and the
     # epoch count that BackupAndRestore records means what it says.
     # Training drops the last partial batch so every step has the same global batch: replicas
     # stay equal under tf.distribute and steps are comparable. Evaluation keeps every window.
     ds = ds.batch(global_batch, drop_remainder=training)
+    frames = meta.spec.frames
+    span = temporal_span_fn(frames, clip_frames or frames, clip_strides, meta.target.task) if training else None
+    if span is not None:
+        # Spans are drawn per batch, one per window: a few ops per batch instead of per window
+        # keeps a cheaper K-frame model from waiting on the input. A batch's seed is (seed,
+        # -1 - its index in the epoch): batches are made of reshuffled windows, so a window
+        # gets a new span each epoch, and the negative counter never repeats an augmentation seed.
+        ds = ds.scan(tf.constant(0, tf.int64),
+                     lambda i, x: (i + 1, (x[0], x[1], tf.stack([tf.constant(seed, tf.int64), -1 - i]))))
+        ds = ds.map(lambda x, y, s: (span(x, s), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if pixel_dtype != tf.uint8:
         ds = ds.map(lambda x, y: (tf.cast(x, pixel_dtype),
                                   tf.cast(y, pixel_dtype) if y.dtype == tf.uint8 else y),
@@ -158,18 +165,6 @@ def decoded_bytes(meta: DatasetMetadata, split: str) -> int:
 def fits_cache(meta: DatasetMetadata, split: str, cache_mb: int) -> bool:
     """Whether a split's decoded windows fit in `cache_mb` MiB (make_dataset's `cache`)."""
     return decoded_bytes(meta, split) <= cache_mb * 2 ** 20
-
-
-def _random_window(span, augment):
-    """fn(frames, target, seed): the temporal span first (it picks frames), then the augmentations."""
-    def apply(frames, target, seed):
-        if span is not None:
-            seeds = tf.random.experimental.stateless_split(seed, 2)
-            frames, seed = span(frames, seeds[0]), seeds[1]
-        # Without a span the augmentations get the window's seed itself: runs without
-        # clip_frames draw exactly the transforms they drew before it existed.
-        return augment(frames, target, seed) if augment is not None else (frames, target)
-    return apply
 
 
 def _frames_and_target(parsed: dict, key: str):
