@@ -15,6 +15,7 @@ from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
 SPLIT_NAMES = ("train", "validation", "test")
 COLORS = {"gray": 1, "rgb": 3}
 RESIZE_MODES = ("stretch", "crop", "pad")
+SHORT_VIDEOS = ("drop", "pad")
 RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
 # Settings that do not change a dataset's content: left out of its fingerprint.
 NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads", "segment_seconds")
@@ -61,6 +62,8 @@ class IngestConfig:
       frame_folders: a folder under the input directory that directly holds images and no video
         file is one video, its frames in natural order at source_fps.
       source_fps: frame folders: the rate their frames were taken at (a labels `fps` column overrides it).
+      short_videos: drop (a video shorter than one window is dead-lettered, too_short) | pad (its last
+        frame is repeated until one window fits; the record's padded_frames counts the repeats).
     """
 
     input: str = ""
@@ -95,6 +98,7 @@ class IngestConfig:
     dedupe: bool = False
     frame_folders: bool = False
     source_fps: Optional[float] = None
+    short_videos: str = "drop"
 
     @property
     def split_list_files(self) -> dict[str, str]:
@@ -154,6 +158,7 @@ class IngestConfig:
         need(self.task in TASKS, "task", " | ".join(TASKS))
         need(self.color in COLORS, "color", "gray | rgb")
         need(self.resize in RESIZE_MODES, "resize", " | ".join(RESIZE_MODES))
+        need(self.short_videos in SHORT_VIDEOS, "short_videos", " | ".join(SHORT_VIDEOS))
         need(self.encoding is None or self.encoding in ENCODINGS, "encoding", " | ".join(ENCODINGS))
         need(self.compression in COMPRESSIONS, "compression", " | ".join(COMPRESSIONS))
         need(self.num_shards >= 0, "num_shards", "0 (automatic) or a positive count")
@@ -266,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
            "video: its id is the folder's path, its frames in natural order (2.jpg before 10.jpg) at --source-fps")
     a("--source-fps", type=float, help="--frame-folders: the rate the frames were taken at (a labels `fps` column "
                                        "overrides it per folder); resampled to --fps like any video")
+    a("--short-videos", choices=SHORT_VIDEOS,
+      help="a video shorter than one window (frames + horizon for next_frame): drop it (dead letter too_short) "
+           "or pad it, repeating its last frame until one window fits; the record's padded_frames counts the "
+           "repeats (default drop)")
     a("--dedupe", action="store_true", default=None,
       help="keep the first id (by path) of each set of byte-identical files; dead-letter the others "
            "(duplicate_content)")

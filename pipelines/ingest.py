@@ -130,7 +130,7 @@ def prepare(config: IngestConfig) -> IngestPlan:
                    split_fractions=fractions, labels=labels, timeout=config.video_timeout,
                    threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
                    decoder=config.decoder, assigned=assigned or None, groups=groups or None,
-                   source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
+                   short_videos=config.short_videos, source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
     if config.num_shards:
         counts = [config.num_shards] * len(names)
     else:  # each split's share of the videos, known exactly: a split never depends on the others
@@ -208,6 +208,9 @@ def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
         lines.append(leakage_line(meta.leakage))
     if stats.get("unlabelled_windows"):
         lines.append(f"  {stats['unlabelled_windows']} window(s) skipped: no label at their last frame's time")
+    if stats.get("padded_windows"):
+        lines.append(f"  {stats['padded_windows']} window(s) padded: videos shorter than one window, their last "
+                     "frame repeated (--short-videos pad)")
     size = out_dir.dir_size(plan.staging.final)
     size_text = f"{size / 2 ** 20:.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:.1f} KiB"
     lines.append(f"  output {size_text}; {windows / seconds:.1f} windows/s, "

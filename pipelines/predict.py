@@ -98,7 +98,8 @@ def _png(frame: np.ndarray) -> bytes:
 
 def window_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
     """The Parquet schema of OUTPUT/windows/*.parquet for a task (with --embeddings, an embedding column)."""
-    fields = [("video", pa.string()), ("path", pa.string()), ("start_frame", pa.int64()), ("start_time", pa.float64())]
+    fields = [("video", pa.string()), ("path", pa.string()), ("start_frame", pa.int64()), ("start_time", pa.float64()),
+              ("padded_frames", pa.int64())]
     if target.task == "regression":
         fields += [(f"pred_{n}", pa.float64()) for n in target.outputs]
     elif target.task == "classification":
@@ -132,8 +133,9 @@ class _ToRowFn(beam.DoFn):
         self.target, self.output_dir = target, output_dir
 
     def process(self, item):
-        (video_id, path, start_frame, start_time, truth), result = item
-        row = {"video": video_id, "path": path, "start_frame": int(start_frame), "start_time": float(start_time)}
+        (video_id, path, start_frame, start_time, truth, padded), result = item
+        row = {"video": video_id, "path": path, "start_frame": int(start_frame), "start_time": float(start_time),
+               "padded_frames": int(padded)}
         inference = result.inference
         if isinstance(inference, dict):  # --embeddings
             row[EMBEDDING] = [float(v) for v in np.asarray(inference[EMBEDDING], np.float32)]
@@ -179,7 +181,7 @@ def summarize_video(video: str, rows: Iterable[dict], target: TargetSpec) -> dic
 
 
 def _keyed(w: VideoWindow):
-    return (w.video_id, w.path, w.start_frame, w.start_time, w.next_frames), w.frames
+    return (w.video_id, w.path, w.start_frame, w.start_time, w.next_frames, w.padded_frames), w.frames
 
 
 class PredictWindows(beam.PTransform):
@@ -253,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=DECODERS,
                    help="bundled (the imageio-ffmpeg wheel's static ffmpeg) or system (ffmpeg/ffprobe from PATH); "
                         "default: the one the model's dataset was ingested with")
+    p.add_argument("--short-videos", choices=("drop", "pad"), default="drop",
+                   help="a video shorter than one window: drop it (dead letter too_short) or pad it, repeating its "
+                        "last frame until one window fits; the window's row says how many in padded_frames "
+                        "(default drop)")
     p.add_argument("--report-videos", type=int, default=50, metavar="N",
                    help="timelines drawn in OUTPUT/report.html: the first N videos by name (default 50; 0: none)")
     p.add_argument("--embeddings", action="store_true",
@@ -299,7 +305,7 @@ def run(argv: list[str]) -> int:
             decoded = (p | "ReadVideos" >> ReadVideos(videos)
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
                                                           limits=limits, segment_seconds=args.segment_seconds,
-                                                          decoder=decoder))
+                                                          decoder=decoder, short_videos=args.short_videos))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size,
                                                                  args.embeddings)
             _ = rows | "Write" >> WritePredictions(staging.work, target, args.embeddings)

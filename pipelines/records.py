@@ -20,7 +20,7 @@ from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_pro
                                 merge_summaries, plan_segments, shared_frames_end, video_time_base)
 from pipelines.split import split_of
 from pipelines.stats import VideoStatsAccumulator, VideoSummary
-from pipelines.windows import iter_windows, last_frame_time
+from pipelines.windows import iter_windows, padded_frames
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec
 
@@ -78,6 +78,8 @@ class VideoJob:
       groups: {video_id: group}: videos of a group share one hashed split; None: none.
       source_fps: frame folders: the rate their frames were taken at (--source-fps).
       folder_fps: {video_id: fps} from a labels `fps` column, overriding source_fps per folder.
+      short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
+        padded to one window by repeating its last frame (whole decodes only: such a video is never split).
     """
 
     spec: WindowSpec
@@ -95,6 +97,7 @@ class VideoJob:
     groups: Optional[dict[str, str]] = None
     source_fps: float = 0.0
     folder_fps: Optional[dict[str, float]] = None
+    short_videos: str = "drop"
 
     def split_of(self, video_id: str) -> str:
         """The video's split (pipelines/split.py `split_of`)."""
@@ -260,13 +263,16 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     stats = VideoStatsAccumulator(spec.channels, len(job.target.outputs) if job.target.task == "regression" else 0,
                                   len(job.target.classes) if job.target.task == "classification" else 0)
 
-    def target_at(start: int):
-        return labels.at(last_frame_time(start, spec.frames, spec.fps)) if labels is not None else None
+    def target_at(start: int, window=None):
+        # read at the window's last input frame; a padded window's is its last real frame
+        last = window[spec.frames - 1].index + seg.start if window is not None else start + spec.frames - 1
+        return labels.at(last / spec.fps) if labels is not None else None
 
     counted_from = shared_frames_end(seg, spec, horizon, lambda s: labels is None or target_at(s) is not None)
     edges = EdgeDigests(seg, spec.frames + horizon)
     signature = SignatureWatcher(signature_step(spec.fps), seg.start, seg.end)
-    written = unlabelled = 0
+    written = unlabelled = padded = 0
+    pad = job.short_videos == "pad" and seg.count == 1  # a short video is never split
     partial, error, stream, hasher = "", None, None, None
     try:
         with local_file(ref.path, scratch_dir) as path:
@@ -276,13 +282,13 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
                                      resolve(job.decoder), job.fps_of(ref.video_id))
             try:
                 frames = signature.watch(edges.watch(itertools.islice(stream, seg.skip, None)))
-                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
+                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon, pad):
                     start = seg.start + local_start
-                    target = target_at(start)
+                    target = target_at(start, window)
                     if labels is not None and target is None:
                         unlabelled += 1
                         continue
-                    for f in window:
+                    for f in dict.fromkeys(window):  # a padded window repeats a Frame: count it once
                         if not f.is_encoded and seg.start + f.index >= counted_from:
                             stats.add_frame(f.pixels)
                     encoded = [f.encoded(codec.encode_frame) for f in window]
@@ -290,9 +296,11 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
                         ref.video_id, start, start / spec.fps, encoded[:spec.frames],
                         target=target if job.target.task == "regression" else None,
                         label=target if job.target.task == "classification" else None,
-                        encoded_next=encoded[spec.frames:] if horizon else None)
+                        encoded_next=encoded[spec.frames:] if horizon else None,
+                        padded_frames=padded_frames(local_start, window))
                     if target is not None:
                         stats.add_target(target)
+                    padded += int(padded_frames(local_start, window) > 0)
                     written += 1
                     yield split, record
             except VideoError as e:
@@ -314,7 +322,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     facts = seg.facts or (stream.info.facts() if stream is not None and stream.info else {})
     owned = edges.count if seg.end is None else min(edges.count, seg.end - seg.start)
     summary = stats.summary(ref.video_id, split, windows=written, frames_decoded=owned,
-                            unlabelled_windows=unlabelled, partial=partial, path=ref.path, facts=facts,
+                            unlabelled_windows=unlabelled, padded_windows=padded, partial=partial, path=ref.path, facts=facts,
                             sha256=digest, signature=tuple(signature.samples))
     yield SegmentResult(ref, seg.index, seg.count, seg.start, summary, error, edges.head, edges.tail)
 
@@ -378,6 +386,8 @@ class VideoWindow(NamedTuple):
       start_frame, start_time: the window's first frame and its time in seconds.
       frames: uint8 (T, H, W, C).
       next_frames: uint8 (horizon, H, W, C) following the window, or None when horizon is 0.
+      padded_frames: how many of its last frames (next_frames included) repeat the video's last
+        frame (short_videos="pad"); 0 for a normal window.
     """
 
     video_id: str
@@ -386,11 +396,13 @@ class VideoWindow(NamedTuple):
     start_time: float
     frames: np.ndarray
     next_frames: Optional[np.ndarray]
+    padded_frames: int = 0
 
 
 def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                   timeout: float = 600.0, scratch_dir: str = "/tmp", threads: int = 0,
-                  limits: Optional[ProbeLimits] = None, decoder: Optional[Decoder] = None
+                  limits: Optional[ProbeLimits] = None, decoder: Optional[Decoder] = None,
+                  short_videos: str = "drop", source_fps: float = 0.0
                   ) -> Iterator[Union[VideoWindow, DeadLetter]]:
     """Decodes one video, or one segment of a long one, into task-free windows of `spec`.
 
@@ -398,6 +410,8 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
     windows match ingest's pixel for pixel, and a segment's windows are exactly the ones a
     whole decode has in its range (`plan_decode` plans them). With horizon > 0 each window also
     carries the frames after it (windows whose horizon would run past the end are not produced).
+    With short_videos="pad" a whole video shorter than one window gives one window, its last
+    frame repeated (as ingest pads). source_fps: a frame folder's frame rate (--source-fps).
 
     Yields:
       VideoWindow per window, or a single DeadLetter (same stages and kinds as ingest) when the
@@ -410,17 +424,19 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
     n = 0
     try:
         with local_file(ref.path, scratch_dir) as path:
-            stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon, decoder)
+            stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon, decoder,
+                                     source_fps)
+            pad = short_videos == "pad" and seg.count == 1  # a short video is never split
             try:
                 frames = itertools.islice(stream, seg.skip, None)
-                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon):
+                for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon, pad):
                     start = seg.start + local_start
                     if seg.end is not None and start >= seg.end:
                         break  # the next segment's first window: it decodes that one
                     pixels = np.stack([f.pixels for f in window])
                     n += 1
                     yield VideoWindow(ref.video_id, ref.path, start, start / spec.fps, pixels[:spec.frames],
-                                      pixels[spec.frames:] if horizon else None)
+                                      pixels[spec.frames:] if horizon else None, padded_frames(local_start, window))
             except VideoError:
                 if not n:
                     raise

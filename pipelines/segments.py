@@ -238,6 +238,7 @@ def merge_summaries(parts: list[VideoSummary]) -> VideoSummary:
         video_id=first.video_id, split=first.split, windows=sum(p.windows for p in parts),
         frames_decoded=sum(p.frames_decoded for p in parts),
         unlabelled_windows=sum(p.unlabelled_windows for p in parts),
+        padded_windows=sum(p.padded_windows for p in parts),
         partial=next((p.partial for p in parts if p.partial), ""), pixel_count=sum(p.pixel_count for p in parts),
         pixel_sum=add("pixel_sum"), pixel_sumsq=add("pixel_sumsq"), target_sum=add("target_sum"),
         target_sumsq=add("target_sumsq"), class_hist=add("class_hist"), path=first.path,

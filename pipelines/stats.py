@@ -17,6 +17,7 @@ class VideoSummary:
       windows: records written.
       frames_decoded: frames read off ffmpeg (after fps resampling).
       unlabelled_windows: windows dropped because no label row covered their last frame.
+      padded_windows: windows written with repeated last frames (--short-videos pad).
       partial: "" or what went wrong in a decode that still gave windows (they are kept).
       pixel_count, pixel_sum, pixel_sumsq: over every frame stored (each frame once), per channel.
       target_sum, target_sumsq: regression, over windows; class_hist: classification.
@@ -32,6 +33,7 @@ class VideoSummary:
     windows: int = 0
     frames_decoded: int = 0
     unlabelled_windows: int = 0
+    padded_windows: int = 0
     partial: str = ""
     pixel_count: int = 0
     pixel_sum: tuple = ()
@@ -119,6 +121,7 @@ class DatasetStats:
     splits: dict = dataclasses.field(default_factory=dict)
     partial: int = 0
     unlabelled_windows: int = 0
+    padded_windows: int = 0
 
     def add(self, s: VideoSummary) -> "DatasetStats":
         t = SplitTotals(videos=int(s.windows > 0), windows=s.windows, frames_decoded=s.frames_decoded,
@@ -128,6 +131,7 @@ class DatasetStats:
         self.splits.setdefault(s.split, SplitTotals()).merge(t)
         self.partial += int(bool(s.partial))
         self.unlabelled_windows += s.unlabelled_windows
+        self.padded_windows += s.padded_windows
         return self
 
     def merge(self, o: "DatasetStats") -> "DatasetStats":
@@ -135,6 +139,7 @@ class DatasetStats:
             self.splits.setdefault(name, SplitTotals()).merge(t)
         self.partial += o.partial
         self.unlabelled_windows += o.unlabelled_windows
+        self.padded_windows += o.padded_windows
         return self
 
     def to_stats(self, task: str, channels: int, outputs: int = 0, classes: int = 0,
@@ -157,7 +162,8 @@ class DatasetStats:
         out = {"split": name, "videos": src.videos, "windows": src.windows, "pixels": src.pixel_count,
                "pixel_mean": mean, "pixel_std": std,
                "frames_decoded": sum(t.frames_decoded for t in self.splits.values()),
-               "partial_videos": self.partial, "unlabelled_windows": self.unlabelled_windows}
+               "partial_videos": self.partial, "unlabelled_windows": self.unlabelled_windows,
+               "padded_windows": self.padded_windows}
         if task == "regression":
             w = max(src.windows, 1)
             tmean = [s / w for s in src.target_sum] or [0.0] * outputs

@@ -217,13 +217,13 @@ class _PlanDecodeFn(_VideoFn):
 
 class _DecodeWindowsFn(_VideoFn):
     def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
-                 limits: Optional[ProbeLimits], decoder: str):
+                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop"):
         self.args = (spec, resize, horizon, timeout)
-        self.threads, self.limits, self.decoder = threads, limits, decoder
+        self.threads, self.limits, self.decoder, self.short_videos = threads, limits, decoder, short_videos
 
     def process(self, seg: Segment):
         for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
-                                 limits=self.limits, decoder=self.ffmpeg):
+                                 limits=self.limits, decoder=self.ffmpeg, short_videos=self.short_videos):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
@@ -247,6 +247,8 @@ class DecodeWindows(beam.PTransform):
       segment_seconds: videos longer than ~1.5x this are decoded as segments of about this
         length (0: every video whole).
       decoder: bundled | system; None: $CLIPFORGE_DECODER or bundled.
+      short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
+        gives one window with its last frame repeated (VideoWindow.padded_frames).
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
@@ -254,11 +256,11 @@ class DecodeWindows(beam.PTransform):
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                  timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
-                 segment_seconds: float = 0.0, decoder: Optional[str] = None):
+                 segment_seconds: float = 0.0, decoder: Optional[str] = None, short_videos: str = "drop"):
         super().__init__()
         limits, decoder = limits or ProbeLimits(), decoder or default_decoder()
         self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds, decoder)
-        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder)
+        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder, short_videos)
 
     def expand(self, videos):
         planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")

@@ -37,7 +37,7 @@ class Frame:
 
 
 def iter_windows(frames: Iterable[np.ndarray], length: int, stride: int,
-                 horizon: int = 0) -> Iterator[tuple[int, list[Frame]]]:
+                 horizon: int = 0, pad: bool = False) -> Iterator[tuple[int, list[Frame]]]:
     """Yields (start_frame, frames) for every complete window, as soon as its last frame arrives.
 
     A window starting at frame s holds frames s .. s+length-1 and, when horizon > 0, the next
@@ -51,6 +51,9 @@ def iter_windows(frames: Iterable[np.ndarray], length: int, stride: int,
       length: frames per window (T).
       stride: frames between consecutive window starts.
       horizon: extra frames after each window.
+      pad: a stream of at least one frame but shorter than length+horizon yields one window at
+        frame 0 whose last frames repeat its last frame (the same Frame object, so it is
+        encoded and counted once); `padded_frames` tells how many.
 
     Yields:
       (start_frame, list of length+horizon Frame objects).
@@ -62,6 +65,13 @@ def iter_windows(frames: Iterable[np.ndarray], length: int, stride: int,
         start = i - span + 1
         if start >= 0 and start % stride == 0:
             yield start, list(ring)
+    if pad and 0 < len(ring) < span:
+        yield 0, list(ring) + [ring[-1]] * (span - len(ring))
+
+
+def padded_frames(start: int, window: list[Frame]) -> int:
+    """How many of a window's frames (horizon included) repeat its last real frame: 0 unless padded."""
+    return start + len(window) - 1 - window[-1].index
 
 
 def count_windows(num_frames: int, length: int, stride: int, horizon: int = 0) -> int:

@@ -57,10 +57,12 @@ class RecordCodec:
     def serialize(self, video_id: str, start_frame: int, start_time: float,
                   encoded_frames: Sequence[bytes], target: Optional[Sequence[float]] = None,
                   label: Optional[int] = None,
-                  encoded_next: Optional[Sequence[bytes]] = None) -> bytes:
+                  encoded_next: Optional[Sequence[bytes]] = None, padded_frames: int = 0) -> bytes:
         """Builds one record from frames already passed through `encode_frame`.
 
         Taking encoded frames lets ingest encode each frame once even when windows overlap.
+        padded_frames: how many of the window's last frames (horizon included) repeat its last
+        real frame (--short-videos pad); 0 for a normal window.
         """
         w, t = self.window, self.target
         if len(encoded_frames) != w.frames:
@@ -70,6 +72,7 @@ class RecordCodec:
             fk.START_FRAME: ex.int64_feature([start_frame]),
             fk.START_TIME: ex.float_feature([start_time]),
             fk.FRAMES: self._frames_feature(encoded_frames),
+            fk.PADDED_FRAMES: ex.int64_feature([int(padded_frames)]),
         }
         if t.task == "regression":
             vals = np.asarray(target, dtype=np.float64).reshape(-1)
@@ -133,6 +136,8 @@ class RecordCodec:
             fk.START_FRAME: int(feats[fk.START_FRAME][0]),
             fk.START_TIME: float(feats[fk.START_TIME][0]),
             fk.FRAMES: self._decode_frames_np(feats[fk.FRAMES], self.window.frames),
+            # datasets written before --short-videos have no padded_frames: none is padded
+            fk.PADDED_FRAMES: int(feats[fk.PADDED_FRAMES][0]) if fk.PADDED_FRAMES in feats else 0,
         }
         if self.target.task == "regression":
             out[fk.TARGET] = np.asarray(feats[fk.TARGET], np.float32)
@@ -158,6 +163,7 @@ class RecordCodec:
             fk.START_FRAME: tf.io.FixedLenFeature([], tf.int64),
             fk.START_TIME: tf.io.FixedLenFeature([], tf.float32),
             fk.FRAMES: tf.io.FixedLenFeature([1 if self.window.encoding == "raw" else self.window.frames], tf.string),
+            fk.PADDED_FRAMES: tf.io.FixedLenFeature([], tf.int64, default_value=0),  # absent in older datasets
         }
         if not with_target:
             return spec
@@ -188,7 +194,8 @@ class RecordCodec:
     def parse_fn(self, with_target: bool = True):
         """Returns fn(serialized scalar string) -> dict of tensors, frames decoded to uint8.
 
-        Keys: video_id, start_frame, start_time, frames (T, H, W, C) uint8, and the target:
+        Keys: video_id, start_frame, start_time, padded_frames () int64 (0 when the record has
+        none), frames (T, H, W, C) uint8, and the target:
         target (D,) float32 | label () int64 | next_frames (horizon, H, W, C) uint8
         (with_target=False: no target key, and records without one parse).
         """

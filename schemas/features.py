@@ -7,3 +7,4 @@ FRAMES = "frames"            # bytes list: T encoded images, or one raw buffer o
 TARGET = "target"            # float list: regression outputs, in the order of TargetSpec.outputs
 LABEL = "label"              # int64: class index into TargetSpec.classes
 NEXT_FRAMES = "next_frames"  # bytes list: `horizon` encoded images following the window
+PADDED_FRAMES = "padded_frames"  # int64: frames (horizon included) repeating the last real one; absent = 0

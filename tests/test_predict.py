@@ -84,6 +84,7 @@ def test_predict_writes_a_row_per_window_and_dead_letters_broken_videos(corpus, 
     assert sorted(d["video_id"] for d in dead) == ["empty.mp4", "notes.mp4"]
     assert all(d["reason"] for d in dead)
     assert "3 video(s)" in capsys.readouterr().out
+    assert all(r["padded_frames"] == 0 for r in windows)
 
 
 def test_predict_matches_the_savedmodel_called_directly(corpus):
@@ -109,6 +110,25 @@ def test_predict_matches_the_savedmodel_called_directly(corpus):
                 np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["probabilities"], p, atol=1e-5)
                 checked += 1
     assert checked == sum(s["windows"] for s in meta.splits.values()) > 0
+
+
+def test_predict_short_videos_pad_writes_one_padded_window(corpus, tmp_path):
+    """--short-videos pad: a clip shorter than one window (4 frames + horizon 1) gives one row saying how many
+    frames repeat its last one; the default drops it as too_short, as ingest does."""
+    from tests.videos import make_video
+    _, model = _train(corpus, "next_frame")
+    new = tmp_path / "short"
+    new.mkdir()
+    make_video(str(new / "two.mkv"), frames=2, size=(32, 32), fps=12)  # 2 frames at the model's 12 fps
+    out = str(tmp_path / "pad")
+    assert predict.run(["--model", model, "--input", str(new), "--output", out, "--short-videos", "pad"]) == 0
+    [row] = pq.read_table(os.path.join(out, "windows")).to_pylist()
+    assert (row["video"], row["start_frame"], row["padded_frames"]) == ("two.mkv", 0, 3)
+    assert 0 < row["psnr"] <= 100
+    out = str(tmp_path / "drop")
+    assert predict.run(["--model", model, "--input", str(new), "--output", out]) == 0
+    dead = [json.loads(l) for l in open(os.path.join(out, "dead_letter.jsonl"))]
+    assert [(d["video_id"], d["kind"]) for d in dead] == [("two.mkv", "too_short")]
 
 
 def test_predict_setup_errors_exit_2(tmp_path, capsys):
