@@ -259,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a video shorter than one window: drop it (dead letter too_short) or pad it, repeating its "
                         "last frame until one window fits; the window's row says how many in padded_frames "
                         "(default drop)")
+    p.add_argument("--frame-folders", action="store_true",
+                   help="a folder under --input that directly holds images (jpg, jpeg, png, bmp, webp) and no video "
+                        "file is one video (id: its path), its frames in natural order at --source-fps, as at ingest")
+    p.add_argument("--source-fps", type=float,
+                   help="--frame-folders: the rate the frames were taken at; resampled to the model's fps")
     p.add_argument("--report-videos", type=int, default=50, metavar="N",
                    help="timelines drawn in OUTPUT/report.html: the first N videos by name (default 50; 0: none)")
     p.add_argument("--embeddings", action="store_true",
@@ -279,6 +284,9 @@ def run(argv: list[str]) -> int:
         if not args.segment_seconds >= 0:
             raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
                              "number of seconds")
+        if args.frame_folders and not (args.source_fps is not None and args.source_fps > 0):
+            raise SetupError(f"--source-fps={args.source_fps}: expected a positive frame rate with --frame-folders "
+                             "(the rate the frames were taken at)")
         meta, card = load_export_metadata(args.model)
         if args.embeddings and "embedding_dim" not in card:
             raise SetupError(f"--embeddings: {args.model} has no {EMBED_SIGNATURE!r} signature (its model_card.json "
@@ -289,7 +297,7 @@ def run(argv: list[str]) -> int:
         except DecoderError as e:
             raise SetupError(str(e)) from None
         options = pipeline_options(beam_args)
-        refs, missing = list_videos(args.input)
+        refs, missing = list_videos(args.input, args.frame_folders)
         videos, _ = split_duplicates(refs)
         staging = out_dir.prepare_output(args.output, args.overwrite)
     except (SetupError, MissingMetadataError, SpecError) as e:
@@ -305,7 +313,8 @@ def run(argv: list[str]) -> int:
             decoded = (p | "ReadVideos" >> ReadVideos(videos)
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
                                                           limits=limits, segment_seconds=args.segment_seconds,
-                                                          decoder=decoder, short_videos=args.short_videos))
+                                                          decoder=decoder, short_videos=args.short_videos,
+                                                          source_fps=args.source_fps or 0.0))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size,
                                                                  args.embeddings)
             _ = rows | "Write" >> WritePredictions(staging.work, target, args.embeddings)

@@ -217,13 +217,15 @@ class _PlanDecodeFn(_VideoFn):
 
 class _DecodeWindowsFn(_VideoFn):
     def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
-                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop"):
+                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop", source_fps: float = 0.0):
         self.args = (spec, resize, horizon, timeout)
         self.threads, self.limits, self.decoder, self.short_videos = threads, limits, decoder, short_videos
+        self.source_fps = source_fps
 
     def process(self, seg: Segment):
         for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
-                                 limits=self.limits, decoder=self.ffmpeg, short_videos=self.short_videos):
+                                 limits=self.limits, decoder=self.ffmpeg, short_videos=self.short_videos,
+                                 source_fps=self.source_fps):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
@@ -249,6 +251,7 @@ class DecodeWindows(beam.PTransform):
       decoder: bundled | system; None: $CLIPFORGE_DECODER or bundled.
       short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
         gives one window with its last frame repeated (VideoWindow.padded_frames).
+      source_fps: frame folders (VideoRef.frames_root): the rate their frames were taken at.
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
@@ -256,11 +259,13 @@ class DecodeWindows(beam.PTransform):
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                  timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
-                 segment_seconds: float = 0.0, decoder: Optional[str] = None, short_videos: str = "drop"):
+                 segment_seconds: float = 0.0, decoder: Optional[str] = None, short_videos: str = "drop",
+                 source_fps: float = 0.0):
         super().__init__()
         limits, decoder = limits or ProbeLimits(), decoder or default_decoder()
         self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds, decoder)
-        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder, short_videos)
+        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder, short_videos,
+                                   source_fps)
 
     def expand(self, videos):
         planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")

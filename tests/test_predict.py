@@ -245,3 +245,31 @@ def test_predict_report_and_next_frame_anomaly_scores(corpus, export, tmp_path):
         assert 'id="anomalies"' not in page and "anomaly_score" not in windows[0]
     assert predict.run(["--model", model, "--input", str(corpus / "new_videos"), "--output",
                         str(tmp_path / "bad"), "--report-videos", "-1"]) == 2
+
+
+def test_predict_reads_frame_folders_as_ingest_does(corpus, tmp_path, capsys):
+    """--frame-folders --source-fps: a folder of images is one video, decoded by the same code as at ingest;
+    its rows equal those of the same frames as a (lossless) video file."""
+    from PIL import Image
+    from tests.videos import index_frames, write_frames
+    _, model = _train(corpus, "next_frame")
+    frames = index_frames(10, 32, 32, 1)
+    folder = tmp_path / "folders" / "cam" / "seq"
+    folder.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        Image.fromarray(f[:, :, 0], "L").save(folder / f"{i + 1}.png")  # 1.png .. 10.png, natural order
+    video = tmp_path / "video"
+    video.mkdir()
+    write_frames(str(video / "seq.mkv"), frames, 12)
+
+    def rows(inp, out, *flags):
+        assert predict.run(["--model", model, "--input", str(inp), "--output", str(tmp_path / out), *flags]) == 0
+        table = pq.read_table(os.path.join(tmp_path / out, "windows")).to_pylist()
+        return [(r["video"], r["start_frame"], round(r["psnr"], 4)) for r in sorted(table, key=lambda r: r["start_frame"])]
+    got = rows(tmp_path / "folders", "pred_folders", "--frame-folders", "--source-fps", "12")
+    # 10 frames at 12 fps, T=4 + horizon 1, stride 2: windows at 0, 2, 4
+    assert [(v, s) for v, s, _ in got] == [("cam/seq", 0), ("cam/seq", 2), ("cam/seq", 4)]
+    assert [p for _, _, p in got] == [p for _, _, p in rows(video, "pred_video")]
+    assert predict.run(["--model", model, "--input", str(tmp_path / "folders"), "--output",
+                        str(tmp_path / "bad"), "--frame-folders"]) == 2
+    assert "--source-fps" in capsys.readouterr().err
