@@ -10,6 +10,7 @@ retrain), `clipforge.cli` without one for evaluate and predict.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -30,19 +31,16 @@ EIGEN_FASTER = frozenset({"pretrained_2p5d"})
 def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
     """The CPU's model name and feature flags (from /proc/cpuinfo; empty flags elsewhere)."""
     model, flags = platform.processor() or platform.machine(), frozenset()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = frozenset(value.split())
-                if model and flags and key == "":
-                    break  # the first processor's block is enough
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:  # no /proc/cpuinfo (macOS, Windows): the platform's name and no flags
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and value.strip():
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = frozenset(value.split())
+            if model and flags and key == "":
+                break  # the first processor's block is enough
     return model, flags
 
 
