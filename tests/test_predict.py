@@ -8,6 +8,7 @@ import pytest
 
 from clipforge import synth
 from pipelines import ingest, predict
+from tests.conftest import read_dataset
 from tests.videos import text_file, zero_byte
 from trainer import main as train_main
 
@@ -87,28 +88,27 @@ def test_predict_writes_a_row_per_window_and_dead_letters_broken_videos(corpus, 
     assert all(r["padded_frames"] == 0 for r in windows)
 
 
+def _records(data: str):
+    """Every decoded record of the dataset at DATA, all splits."""
+    return [d for split in read_dataset(data).values() for d in split]
+
+
 def test_predict_matches_the_savedmodel_called_directly(corpus):
     """The Beam path prepares windows exactly as ingest did: same inputs, same predictions."""
     import tensorflow as tf
-    from schemas.codec import RecordCodec
     from schemas.metadata import DatasetMetadata
-    from schemas.tfrecord import iter_records
     _, model = _train(corpus, "classification")
     out = str(corpus / "pred_all")
     assert predict.run(["--model", model, "--input", str(corpus / "corpus"), "--output", out]) == 0
     rows = {(r["video"], r["start_frame"]): r for r in pq.read_table(os.path.join(out, "windows")).to_pylist()}
     data = str(corpus / "ds_classification")
     meta = DatasetMetadata.load(data)
-    codec = RecordCodec(meta.spec, meta.target)
     serve = tf.saved_model.load(model).signatures["serving_default"]
     checked = 0
-    for split in meta.splits:
-        for path in meta.shard_paths(data, split):
-            for rec in iter_records(path):
-                d = codec.decode_numpy(rec)
-                p = serve(frames=tf.constant(d["frames"][None]))["prediction"].numpy()[0]
-                np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["probabilities"], p, atol=1e-5)
-                checked += 1
+    for d in _records(data):
+        p = serve(frames=tf.constant(d["frames"][None]))["prediction"].numpy()[0]
+        np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["probabilities"], p, atol=1e-5)
+        checked += 1
     assert checked == sum(s["windows"] for s in meta.splits.values()) > 0
 
 
@@ -172,9 +172,6 @@ def test_predict_embeddings_are_the_export_embed_signature(corpus, tmp_path, cap
     import shutil
 
     import tensorflow as tf
-    from schemas.codec import RecordCodec
-    from schemas.metadata import DatasetMetadata
-    from schemas.tfrecord import iter_records
     _, model = _train(corpus, "classification")
     with open(os.path.join(model, "model_card.json")) as f:
         card = json.load(f)
@@ -186,20 +183,14 @@ def test_predict_embeddings_are_the_export_embed_signature(corpus, tmp_path, cap
     assert windows.schema.field("embedding").type.value_type == pa.float32()
     rows = {(r["video"], r["start_frame"]): r for r in windows.to_pylist()}
     assert len(rows) == 3 * 8 and all(len(r["embedding"]) == card["embedding_dim"] > 0 for r in rows.values())
-    data = str(corpus / "ds_classification")
-    meta = DatasetMetadata.load(data)
-    codec = RecordCodec(meta.spec, meta.target)
     embed = tf.saved_model.load(model).signatures["embed"]
     checked = 0
-    for split in meta.splits:
-        for path in meta.shard_paths(data, split):
-            for rec in iter_records(path):
-                d = codec.decode_numpy(rec)
-                if (d["video_id"], d["start_frame"]) in rows:  # the same decode path as training
-                    want = embed(frames=tf.constant(d["frames"][None]))["embedding"].numpy()[0]
-                    np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["embedding"], want,
-                                               rtol=1e-4, atol=1e-5)
-                    checked += 1
+    for d in _records(str(corpus / "ds_classification")):
+        if (d["video_id"], d["start_frame"]) in rows:  # the same decode path as training
+            want = embed(frames=tf.constant(d["frames"][None]))["embedding"].numpy()[0]
+            np.testing.assert_allclose(rows[(d["video_id"], d["start_frame"])]["embedding"], want,
+                                       rtol=1e-4, atol=1e-5)
+            checked += 1
     assert checked == len(rows)
     for v in pq.read_table(os.path.join(out, "videos.parquet")).to_pylist():
         mine = [r["embedding"] for r in rows.values() if r["video"] == v["video"]]

@@ -80,7 +80,7 @@ def choose(arch: str | None = None) -> str:
         predict load a SavedModel and do not).
     """
     if "tensorflow" in sys.modules:  # too late to change anything: say what is in force
-        return os.environ.get(CHOICE) or chosen_line()
+        return chosen_line()
     chosen, ours = [], set(filter(None, os.environ.get(SET_BY_CLIPFORGE, "").split(",")))
     cores = os.cpu_count() or 1
     onednn = "0" if arch in EIGEN_FASTER else "1"
