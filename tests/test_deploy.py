@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 import json
 import os
 import re
@@ -100,31 +99,20 @@ def env_of(container: dict) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=None)
-def cli_flags(command: str) -> frozenset[str] | None:
-    """The long flags that `clipforge COMMAND --help` lists, or None while its module is not written."""
-    if importlib.util.find_spec(COMMANDS[command][0]) is None:
-        return None
+def cli_flags(command: str) -> frozenset[str]:
+    """The long flags that `clipforge COMMAND --help` lists (a renamed or missing module fails here, not skips)."""
     out = subprocess.run([sys.executable, "-m", "clipforge.cli", command, "--help"], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return frozenset(re.findall(r"^\s{2}(?:-\w, )?(--[a-z][a-z0-9-]*)", out.stdout, re.M))
 
 
-def require_flags(command: str) -> frozenset[str]:
-    flags = cli_flags(command)
-    if flags is None:
-        pytest.skip(f"{COMMANDS[command][0]} is not written yet, so `clipforge {command} --help` cannot be read")
-    return flags
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _read_help_in_parallel():
     # Each --help imports Beam or TensorFlow (seconds each); start them all at once, then cache.
-    pending = [c for c in ("ingest", "train", "predict") if importlib.util.find_spec(COMMANDS[c][0])]
-    if pending:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(len(pending)) as pool:
-            list(pool.map(cli_flags, pending))
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(cli_flags, ("ingest", "train", "predict")))
 
 
 CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
@@ -237,7 +225,7 @@ def test_flex_template_parameters_are_real_flags(pipeline):
         assert isinstance(p.get("isOptional", False), bool)
         for regex in p.get("regexes", []):
             re.compile(regex)
-    flags = require_flags(pipeline)
+    flags = cli_flags(pipeline)
     unknown = [n for n in names if flex_main.flag_for(n) not in flags]
     assert not unknown, f"not `clipforge {pipeline}` flags: {unknown}"
     required = {p["name"] for p in spec["parameters"] if not p.get("isOptional")}
@@ -266,7 +254,6 @@ def test_flex_main_turns_template_parameters_into_clipforge_flags():
 
 
 def test_flex_main_hands_the_parameters_to_clipforge_ingest():
-    require_flags("ingest")
     out = subprocess.run([sys.executable, str(DEPLOY / "dataflow" / "flex_main.py"), "--task=sideways",
                           "--input=/nonexistent", "--output=/nonexistent/out"], capture_output=True, text=True,
                          env={**os.environ, "CLIPFORGE_FLEX_PIPELINE": "ingest", "PYTHONPATH": str(ROOT)},
@@ -396,7 +383,7 @@ def test_retrain_cronjob():
     assert mounts[root_volume] == retrain["root"]
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
     for section, command in (("ingest", "ingest"), ("train", "train")):
-        flags = require_flags(command)
+        flags = cli_flags(command)
         unknown = [k for k in retrain[section] if "--" + k.replace("_", "-") not in flags]
         assert not unknown, f"retrain.yaml {section}: keys that are not `clipforge {command}` flags: {unknown}"
 
@@ -435,9 +422,7 @@ def test_multiworker_job_wiring_matches_tf_config():
         r for k, r in dockerfile(TRAINER_DOCKERFILE) if k == "COPY")
     argv = command_line(container)
     assert argv[1] == "train" and argv[argv.index("--strategy") + 1] == "multiworker"
-    flags = cli_flags("train")
-    if flags is not None:
-        assert {a for a in argv if a.startswith("--")} <= flags
+    assert {a for a in argv if a.startswith("--")} <= cli_flags("train")
 
     configs = []
     for index in range(workers):

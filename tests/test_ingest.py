@@ -115,6 +115,7 @@ def test_record_counts_match_metadata_and_tfrecord_lite(regression_run):
 
 def test_frames_and_targets_match_an_independent_decode(regression_run, raw_frames):
     _, _, data = regression_run
+    assert sum(map(len, data.values())) > 0  # the loop below must have records to check
     for recs in data.values():
         for r in recs:
             s = r["start_frame"]
@@ -253,35 +254,6 @@ def test_series_targets_are_interpolated_at_the_last_frame(corpus):
     assert sorted(got) == sorted(expected_speed)
     for s, (speed, heading) in got.items():
         assert speed == pytest.approx(expected_speed[s], rel=1e-6) and heading == 1.0
-
-
-def test_overwrite_replaces_the_old_dataset_and_refuses_without_it(corpus, capsys):
-    out = corpus / "existing"
-    out.mkdir()
-    (out / "old_marker").write_text("from an older run")
-    argv = ["--input", str(corpus / "videos" / "exact.mkv"), "--output", str(out), "--task", "next_frame",
-            "--frames", "3", "--stride", "1", "--fps", "10", "--size", "16x16", "--color", "gray", "--splits", "1"]
-    rc, _ = ingest(*argv)
-    assert rc == 2 and "already exists" in capsys.readouterr().err
-    assert os.listdir(out) == ["old_marker"]
-    rc, _ = ingest(*argv, "--overwrite")
-    assert rc == 0 and "old_marker" not in os.listdir(out)
-    assert DatasetMetadata.load(str(out)).num_windows("train") == 1
-    assert not [n for n in os.listdir(corpus) if n.startswith(".existing")]
-
-
-def test_retried_bundles_write_the_same_records(corpus):
-    argv = ["--input", str(corpus / "videos" / "a.mkv"), "--task", "next_frame", *FLAGS, "--splits", "1"]
-    plain, repeated = str(corpus / "out_plain"), str(corpus / "out_repeat")
-    assert ingest(*argv, "--output", plain)[0] == 0
-    assert ingest(*argv, "--output", repeated, "--direct_runner_bundle_repeat=2")[0] == 0
-
-    def keyed(d):
-        return sorted((r["start_frame"], r["frames"].tobytes(), r["next_frames"].tobytes())
-                      for r in read_dataset(d)["train"])
-    assert keyed(repeated) == keyed(plain) and len(keyed(plain)) == count_windows(12, 4, 2, 1)
-    assert DatasetMetadata.load(repeated).splits == DatasetMetadata.load(plain).splits
-    assert not [d for _, dirs, _ in os.walk(repeated) for d in dirs if d.startswith("beam-temp")]
 
 
 def test_fingerprint_is_known_before_the_run_and_tracks_inputs_and_settings(regression_run, corpus):

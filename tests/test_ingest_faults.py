@@ -120,6 +120,7 @@ def test_retried_bundles_write_the_same_records(corpus, plain):
     a, b = DatasetMetadata.load(plain), DatasetMetadata.load(repeated)
     assert {s: (i["videos"], i["windows"]) for s, i in a.splits.items()} == \
         {s: (i["videos"], i["windows"]) for s, i in b.splits.items()}
+    assert not [d for _, dirs, _ in os.walk(repeated) for d in dirs if d.startswith("beam-temp")]
 
 
 def test_rerun_refuses_without_overwrite_and_replaces_whole_with_it(corpus, capsys):

@@ -1,5 +1,7 @@
 """Windowing, targets, encode-once and split assignment, without Beam (plain functions)."""
 import collections
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -39,16 +41,25 @@ def test_window_starts(n, length, stride, horizon, expected):
 
 
 def test_ring_buffer_holds_only_one_span():
-    seen = []
+    """Frames leave memory once no window needs them, and each window is yielded as its last frame arrives."""
+    seen, live = [], []
 
     def frames():
         for i in range(50):
             seen.append(i)
-            yield np.full((1,), i, np.uint8)
+            pixels = np.full((1,), i, np.uint8)
+            live.append(weakref.ref(pixels))
+            yield pixels
 
+    starts_seen = []
     for start, window in iter_windows(frames(), 4, 3):
-        # the window is yielded as soon as its last frame is read, not at the end
+        del window  # the consumer drops each window, as the encoder does
+        gc.collect()
+        starts_seen.append(start)
         assert seen[-1] == start + 3
+        # only the ring's span (4 frames) may still be referenced, not every frame read so far
+        assert sum(ref() is not None for ref in live) <= 4
+    assert starts_seen == list(range(0, 47, 3))
 
 
 SPEC = WindowSpec(frames=4, stride=1, fps=10, height=16, width=16, channels=1, encoding="png")

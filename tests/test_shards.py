@@ -6,7 +6,9 @@ import os
 
 import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
 
+from pipelines.beam_options import local_runner
 from pipelines.output import PARTS_DIR, concat_parts, list_shards, remove_beam_temp
 from pipelines.transforms import WriteShards
 from schemas.tfrecord import iter_records, write_records
@@ -20,7 +22,7 @@ def _records(n_videos: int, per_video: int, split: str) -> list[tuple[str, bytes
 def test_write_shards_exact_counts_every_record_once(tmp_path, compression):
     train, test = _records(6, 20, "train"), _records(1, 2, "test")
     work = str(tmp_path / "work")
-    with beam.Pipeline() as p:
+    with TestPipeline(runner=local_runner()) as p:
         # two Creates flattened: the writer sees records of both splits in one stage
         recs = (p | "T" >> beam.Create(train), p | "S" >> beam.Create(test)) | beam.Flatten()
         _ = recs | WriteShards(work, {"train": 3, "test": 4}, compression)
