@@ -5,7 +5,8 @@
         [--mixed-precision] [--jit] [--strategy mirrored]     (the same flags on a GPU machine)
 
 Each architecture gets the real task model (trainer.heads.build_model, regression head, default
-TrainConfig widths) compiled as `clipforge train` compiles it, and runs fit() on an in-memory
+TrainConfig widths) compiled with a constant-rate Adam and the regression loss (`clipforge train`
+adds a cosine schedule and weight decay, which do not change a step's compute), and runs fit() on an in-memory
 batch repeated, so the figure is model compute (forward, backward, Adam) without input I/O.
 The first epoch (graph tracing) is left out; of the timed epochs the fastest is reported, since
 on a shared machine the slower ones measure the neighbours.

@@ -3,8 +3,8 @@ import logging
 
 
 class _KnownNoise(logging.Filter):
-    """Drops two Beam warnings that are wrong for clipforge: it uses no BigQuery, and the
-    CRC32C of TFRecord shards comes from crcmod's C extension (the `tfrecord` extra)."""
+    """Drops two Beam warnings that are wrong for clipforge: it uses no BigQuery, and it frames
+    TFRecord shards itself (schemas/tfrecord.py, CRC32C from the google-crc32c dependency)."""
 
     NOISE = ("apitools not found", "python-snappy or google-crc32c")
 

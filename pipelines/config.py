@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Optional
 
+from pipelines.decode import RESIZE_MODES
 from pipelines.decoder import DECODER_ENV, DECODERS, default_decoder
 from pipelines.probe import DEFAULT_FORMATS, DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS
 from schemas.configs import ConfigError, from_mapping, load_yaml
@@ -14,7 +15,6 @@ from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
 
 SPLIT_NAMES = ("train", "validation", "test")
 COLORS = {"gray": 1, "rgb": 3}
-RESIZE_MODES = ("stretch", "crop", "pad")
 SHORT_VIDEOS = ("drop", "pad")
 RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
 # Settings that do not change a dataset's content: left out of its fingerprint.

@@ -134,8 +134,8 @@ class DaskRunner(dask_runner.DaskRunner):
     """Beam's DaskRunner (same flags: --dask_client_address, --dask_npartitions...), fixed.
 
     - Side inputs are dependencies in the dask graph instead of nested computes, so each
-      stage runs once (with Beam's runner a video is decoded once per side input downstream
-      of it, eight times in clipforge ingest) and sinks do not race their own re-runs.
+      stage runs once (with Beam's runner a video is decoded once more for every side
+      input downstream of it) and sinks do not race their own re-runs.
     - What a DoFn emits from finish_bundle is kept (Beam's runner drops it).
     - Every leaf of the pipeline is computed, not only the last transform applied.
     - Reshuffle repartitions the bag over the cluster's threads instead of doing nothing,

@@ -162,7 +162,7 @@ def dataset_fingerprint(argv: list[str]) -> str:
     """The fingerprint ingest would write for these flags, without running it.
 
     It hashes the input videos (paths, sizes, mtimes), the labels file and the settings that
-    shape the data (not --output, --overwrite or --ffmpeg-threads), so callers can reuse a
+    shape the data (not those in config.NON_DATA_FIELDS, such as --output), so callers can reuse a
     finished dataset made from the same inputs and settings.
 
     Raises:

@@ -28,8 +28,9 @@ PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then
 COPY_CHUNK = 8 << 20
 OWNER_SUFFIX = ".owner"  # beside a local staging dir: {"host", "pid"} of the run writing it
 MAX_SHARD_BYTES = 200 * 2 ** 20  # ceil(bytes / max) shards: each 100-200 MiB once a split passes 200
-# Stored bytes per decoded byte, measured on 112x112 frames of natural-looking video (README
-# figures); only used to pick a shard count when --num-shards is 0.
+# Stored bytes per decoded byte: rough guesses for natural video, only used to pick a shard count
+# when --num-shards is 0 (a factor of 2 off still gives 50-400 MiB shards). BENCHMARKS.md §4 measured
+# png 0.49 and jpeg q95 0.32 on gray mandelbrot frames, which compress unlike camera footage.
 STORED_RATIO = {"raw": 1.0, "png": 0.55, "jpeg": 0.15}
 GZIP_RATIO = {"raw": 0.6, "png": 0.98, "jpeg": 0.98}
 

@@ -324,7 +324,7 @@ class WriteShards(beam.PTransform):
 
     Each bundle writes its records to part files (blocks of SHARD_BLOCK, round robin over the
     split's shards) as they are made, so no record is ever held by the runner: peak memory does not grow with the corpus
-    (a Reshuffle into WriteToTFRecord held every record in memory on the local runners). A
+    (a Reshuffle before a sink makes the local runners hold every record). A
     second step concatenates each shard's parts (valid for TFRecord framing and for gzip members)
     and writes empty shards where a split has fewer records than shards.
 

@@ -2,7 +2,8 @@
 
 Each window shows a bright square moving across a dark background. Its velocity is the
 regression target, its direction the class, and the frames that follow the next_frame target,
-so every task has something learnable. (The lead may later switch this to run real ingest.)
+so every task has something learnable. Written directly (no ffmpeg, no Beam) so trainer tests stay fast;
+the ingest tests cover the real path from videos.
 """
 from __future__ import annotations
 

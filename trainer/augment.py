@@ -48,7 +48,8 @@ def augment_fn(names: tuple[str, ...], task: str):
     """Returns fn(frames, target, seed) -> (frames, target) applying the named augmentations.
 
     Only stateless random ops are used, driven by a per-window seed that the input pipeline
-    draws from tf.data.Dataset.random: no random-generator state is captured in the dataset
+    derives from the epoch's shuffle seed with `scan()` (trainer/input.py; a second source dataset
+    such as Dataset.random would break FILE auto-sharding): no random-generator state is captured in the dataset
     graph, which tf.distribute must be able to copy to every worker.
 
     Args:

@@ -191,7 +191,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
         raise EvaluationError(f"reading split {split!r} of {data_dir} failed: {e.message}") from None
     if acc.windows == 0:
         raise EvaluationError(f"split {split!r} of {data_dir} holds no records although metadata.json lists "
-                              f"{data_meta.num_windows(split)}; run `clipforge validate --data {data_dir}`")
+                              f"{data_meta.num_windows(split)}; run `clipforge validate {data_dir}`")
     metrics = {"task": t.task, "split": split, "windows": acc.windows, "videos": len(videos),
                "nonfinite_windows": acc.nonfinite,
                "status": "nonfinite_predictions" if acc.nonfinite else "ok",

@@ -1,7 +1,6 @@
 """cnn_rnn_attention: per-frame CNN, RNN, self-attention over time, then attention pooling.
 
-The seeds' version put a bare `Attention()` layer in a Sequential, which needs a [query, value]
-pair and does not run. Here the RNN states attend to each other (MultiHeadAttention with a
+The RNN states attend to each other (MultiHeadAttention with a
 residual connection), and additive attention pooling learns one weight per frame, so the
 window's feature is a weighted sum that can single out the few frames that matter.
 """

@@ -22,6 +22,6 @@ def build_backbone(window_shape, cfg):
         # The first stage keeps every frame: windows are short (4-16 frames), and pooling time
         # before any temporal filter has run would throw motion away.
         x = conv3d_stage(x, filters, name=f"conv3d_stage{i}", pool_time=i > 0)
-    # Global pooling instead of the seeds' Flatten: the head's size no longer grows with H x W x T.
+    # Global pooling, not Flatten: the head's size does not grow with H x W x T.
     x = layers.GlobalAveragePooling3D(name="conv3d_gap")(x)
     return backbone_model(inputs, dense_features(x, cfg.units), "conv3d")
