@@ -1,2 +1,2 @@
 """clipforge: raw video corpora to trained Keras video models."""
-__version__ = "0.1.0"
+from schemas import __version__  # noqa: F401  (one version, kept in schemas/)

@@ -16,6 +16,7 @@ from clipforge import promotion
 # The gate and the blessed pointer live in promotion.py; these names stay importable from here.
 from clipforge.promotion import (HISTORY_FILE, PRIMARY_METRIC, PromoteConfig, PromotionRefused,  # noqa: F401
                                  blessed_path, current_blessed, gate, promote)
+from pipelines.process import owner_gone
 from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.metadata import METADATA_FILE
 
@@ -71,16 +72,6 @@ def to_argv(section: dict) -> list[str]:
 
 
 # ---------------- the lock ----------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(root: str, timeout: float = 0.0, log=print, stale_after: float = 6 * 3600.0):
     """Holds ROOT/retrain.lock for the run; a stale lock is taken over with a log line.
@@ -105,8 +96,7 @@ def run_lock(root: str, timeout: float = 0.0, log=print, stale_after: float = 6 
                     holder = json.load(f)
             except (OSError, ValueError):
                 holder = {}
-            same_host = holder.get("host") == socket.gethostname()
-            dead = holder and same_host and not _pid_alive(int(holder.get("pid", -1)))
+            dead = owner_gone(holder)
             old = time.time() - float(holder.get("started", time.time())) > stale_after
             if dead or old:
                 why = "dead process" if dead else f"a run older than {stale_after:.0f}s on"

@@ -10,7 +10,6 @@ import math
 import os
 import shutil
 import socket
-import struct
 import sys
 import uuid
 
@@ -18,10 +17,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import SetupError
+from pipelines.process import owner_gone
 from pipelines.stats import DatasetStats
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
-from schemas.tfrecord import CorruptRecordError, masked_crc
+from schemas import tfrecord
 
 SHARD_PREFIX = "part"
 PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then removed
@@ -89,15 +89,9 @@ def _owner_gone(owner_file: str) -> bool:
     """Whether the run that wrote OWNER_FILE ran on this machine and is no longer running."""
     try:
         with open(owner_file) as f:
-            owner = json.load(f)
-        if owner.get("host") != socket.gethostname():
-            return False  # another machine's run on a shared file system: cannot tell
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return owner_gone(json.load(f))
+    except (OSError, ValueError):
         return False
-    return False
 
 
 def remove_abandoned(parent: str, name: str) -> list[str]:
@@ -145,25 +139,10 @@ def discard(staging: Staging) -> None:
 
 
 def count_records(path: str, compression: str) -> int:
-    """Counts a shard's records from the TFRecord length headers, skipping the payloads.
-
-    Works through Beam's FileSystems, so local and remote shards alike.
-    """
-    ctype = compression_type(compression)
-    n = offset = 0
-    with FileSystems.open(path, compression_type=ctype) as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return n
-            if len(header) < 12:
-                raise CorruptRecordError(path, n, offset, "truncated record header")
-            length, length_crc = struct.unpack("<QI", header)
-            if masked_crc(header[:8]) != length_crc:
-                raise CorruptRecordError(path, n, offset, "length checksum mismatch")
-            f.seek(length + 4, os.SEEK_CUR)
-            n += 1
-            offset += 16 + length
+    """Counts a shard's records (schemas.tfrecord.count_records) through Beam's FileSystems, so local and
+    remote shards alike."""
+    return tfrecord.count_records(path, compression,
+                                  opener=lambda p: FileSystems.open(p, compression_type=compression_type(compression)))
 
 
 def compression_type(compression: str) -> str:

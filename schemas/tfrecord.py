@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, Optional
 
 try:  # hardware CRC32C (SSE4.2 / ARMv8), ~50x crcmod's C extension here; Beam's TFRecord sink uses it too
     from google_crc32c import value as _crc32c
@@ -67,29 +67,36 @@ def iter_records(path: str, compression: str = "none", check_crc: bool = True) -
             offset += 12 + length + 4
 
 
-def count_records(path: str, compression: str = "none") -> int:
-    """Counts records from the length headers (checked), skipping over the payloads when it can."""
-    if compression == "gzip":
-        return sum(1 for _ in iter_records(path, compression, check_crc=False))
-    n = 0
-    with open(path, "rb") as f:
-        f.seek(0, io.SEEK_END)
-        size = f.tell()
-        f.seek(0)
-        pos = 0
-        while pos < size:
+def count_records(path: str, compression: str = "none",
+                  opener: Optional[Callable[[str], BinaryIO]] = None) -> int:
+    """Counts a shard's records from the length headers (checked), seeking over the payloads.
+
+    Args:
+      path: the shard.
+      compression: "none" or "gzip".
+      opener: fn(path) -> a readable binary file of the uncompressed framing that can seek forward
+        (Beam's `FileSystems.open(path, compression_type=...)` for remote shards); by default the
+        local file, gunzipped when compression is gzip.
+
+    Raises:
+      CorruptRecordError: a header is truncated or fails its CRC, or the last record is cut short.
+    """
+    n = offset = 0
+    with (opener or (lambda p: _open(p, compression)))(path) as f:
+        while True:
             header = f.read(12)
+            if not header:
+                return n
             if len(header) < 12:
-                raise CorruptRecordError(path, n, pos, "truncated record header")
+                raise CorruptRecordError(path, n, offset, "truncated record header")
             length, length_crc = struct.unpack("<QI", header)
             if masked_crc(header[:8]) != length_crc:
-                raise CorruptRecordError(path, n, pos, "length checksum mismatch")
-            pos += 12 + length + 4
-            if pos > size:
-                raise CorruptRecordError(path, n, pos - length - 16, "truncated record data")
-            f.seek(pos)
+                raise CorruptRecordError(path, n, offset, "length checksum mismatch")
+            f.seek(length, io.SEEK_CUR)
+            if len(f.read(4)) < 4:  # the data CRC is the record's last 4 bytes: a cut-short record lacks it
+                raise CorruptRecordError(path, n, offset, "truncated record data")
             n += 1
-    return n
+            offset += 16 + length
 
 
 def write_records(path: str, records, compression: str = "none") -> int:

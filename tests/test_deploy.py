@@ -443,3 +443,28 @@ def test_tf_config_refuses_an_index_outside_the_cluster():
     outside = subprocess.run([sys.executable, str(TF_CONFIG), "--index", "2"], capture_output=True, text=True,
                              env=env, timeout=60)
     assert outside.returncode == 2 and "index=2 is outside [0, 2)" in outside.stderr
+
+
+# The folders' import rules: pipelines/ and trainer/ meet only through schemas/; neither (nor
+# schemas/) reaches up into clipforge/, the CLI and the stages that drive the others.
+FORBIDDEN_IMPORTS = {"pipelines": ("trainer", "clipforge"), "trainer": ("pipelines", "clipforge"),
+                     "schemas": ("pipelines", "trainer", "clipforge")}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_IMPORTS))
+def test_packages_import_only_what_the_data_flow_allows(package):
+    import ast
+    offending = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offending += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n.split(".")[0] in FORBIDDEN_IMPORTS[package]]
+    assert offending == []
+
+
+def test_one_version_for_the_package_the_exports_and_the_images():
+    import clipforge
+    import schemas
+    assert PROJECT["version"] == clipforge.__version__ == schemas.__version__

@@ -4,30 +4,39 @@ import os
 import pytest
 
 from pipelines.config import SetupError
-from pipelines.output import MAX_SHARD_BYTES, count_records, estimate_num_shards, prepare_output, publish
+from pipelines import output
+from pipelines.output import MAX_SHARD_BYTES, estimate_num_shards, prepare_output, publish
 from schemas.spec import WindowSpec
+from schemas import tfrecord
 from schemas.tfrecord import CorruptRecordError, write_records
 
 
+@pytest.mark.parametrize("via", ["local", "filesystems"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_count_records_reads_only_the_headers(tmp_path, compression):
+def test_count_records_reads_only_the_headers(tmp_path, compression, via):
+    count = output.count_records if via == "filesystems" else tfrecord.count_records
     path = str(tmp_path / "shard")
     records = [os.urandom(n) for n in (0, 1, 100, 70_000, 5)]
     assert write_records(path, records, compression) == 5
-    assert count_records(path, compression) == 5
+    assert count(path, compression) == 5
     empty = str(tmp_path / "empty")
     write_records(empty, [], compression)
-    assert count_records(empty, compression) == 0
+    assert count(empty, compression) == 0
 
 
-def test_count_records_refuses_a_corrupt_header(tmp_path):
+@pytest.mark.parametrize("count", [output.count_records, tfrecord.count_records])
+def test_count_records_refuses_a_corrupt_header_and_a_cut_short_record(tmp_path, count):
     path = tmp_path / "shard"
     write_records(str(path), [b"abc", b"defg"])
     data = bytearray(path.read_bytes())
     data[3 + 16 + 2] ^= 0xFF  # a length byte of the second record
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptRecordError, match="record 1 at byte offset 19"):
-        count_records(str(path), "none")
+    with pytest.raises(CorruptRecordError, match="record 1 at byte offset 19: length checksum mismatch"):
+        count(str(path), "none")
+    write_records(str(path), [b"abc", b"defg"])
+    path.write_bytes(path.read_bytes()[:-2])  # the second record loses half its data CRC
+    with pytest.raises(CorruptRecordError, match="record 1 at byte offset 19: truncated record data"):
+        count(str(path), "none")
 
 
 @pytest.mark.parametrize("encoding", ["png", "jpeg", "raw"])
@@ -59,3 +68,21 @@ def test_staging_then_atomic_replacement(tmp_path):
     (tmp_path / os.path.basename(second.work) / "new_shard").write_text("2")
     publish(second)
     assert os.listdir(out) == ["new_shard"] and sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_only_staging_of_a_dead_run_on_this_machine_is_removed(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has just exited
+    owners = {"dead": {"host": socket.gethostname(), "pid": int(dead)},
+              "live": {"host": socket.gethostname(), "pid": os.getpid()},
+              "elsewhere": {"host": "another-machine.example", "pid": int(dead)}, "unreadable": None}
+    for name, owner in owners.items():
+        (tmp_path / f".data.tmp-{name}").mkdir()
+        (tmp_path / f".data.tmp-{name}.owner").write_text("{not json" if owner is None else json.dumps(owner))
+    assert output.remove_abandoned(str(tmp_path), "data") == [str(tmp_path / ".data.tmp-dead")]
+    assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".owner")) == \
+        [".data.tmp-elsewhere", ".data.tmp-live", ".data.tmp-unreadable"]

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import clipforge
+import schemas
 from schemas.configs import ConfigError
 from schemas.metadata import DatasetMetadata
 from trainer import TrainerError, cpu
@@ -395,7 +395,7 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "dtype_policy": policy,
-        "clipforge_version": clipforge.__version__,
+        "clipforge_version": schemas.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
