@@ -193,9 +193,3 @@ class FrameStream:
             raise VideoError("decode", "decode_failed",
                              f"ffmpeg exited with status {rc} after {self.frames} frames: {last}",
                              self.stderr)
-
-
-def decode_all(path: str, spec: WindowSpec, resize: str = "stretch", timeout: float = 600) -> np.ndarray:
-    """Decodes a whole (short) video to a (N, H, W, C) array; for tests and tools, not ingest."""
-    frames = list(FrameStream(path, spec, resize, timeout))
-    return np.stack(frames) if frames else np.zeros((0,) + spec.frame_shape, np.uint8)

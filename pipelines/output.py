@@ -278,12 +278,3 @@ def dir_size(path: str) -> int:
     if FileSystems.get_scheme(path) is not None:
         return 0
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
-def read_dead_letters(directory: str) -> list[dict]:
-    """The dead-letter records of a finished local dataset."""
-    path = os.path.join(directory, DEAD_LETTER_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

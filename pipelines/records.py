@@ -356,28 +356,6 @@ def finish_video(results: list[SegmentResult], job: VideoJob) -> Union[VideoSumm
     return dataclasses.replace(summary, partial=next((p for p in problems if p), ""))
 
 
-def process_video(ref: VideoRef, job: VideoJob, scratch_dir: str
-                  ) -> Iterator[Union[tuple[str, bytes], VideoSummary, DeadLetter]]:
-    """Turns one video into serialized records, streaming, decoding it whole (one worker).
-
-    The label row is checked first (no decode for an unlabelled video), then the video is
-    decoded as by `process_segment`.
-
-    Yields:
-      (split, serialized record) per window as soon as it fills; then either one
-      VideoSummary (the video wrote records) or one DeadLetter (it wrote none).
-    """
-    dead = _label_check(ref, job)
-    if dead:
-        yield dead
-        return
-    for out in process_segment(Segment(ref), job, scratch_dir):
-        if isinstance(out, SegmentResult):
-            yield finish_video([out], job)
-        else:
-            yield out
-
-
 class VideoWindow(NamedTuple):
     """A window of decoded frames, for consumers that need pixels rather than records (predict).
 

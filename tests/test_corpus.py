@@ -12,7 +12,7 @@ from pipelines.inputs import list_videos
 from pipelines.split import split_of
 from schemas.metadata import DatasetMetadata
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import read_dataset
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray", "--num-shards", "1"]
 # A UCF101-like tree: class folders, clips named v_<class>_g<group>_c<clip>, official split lists.

@@ -13,8 +13,8 @@ from pipelines.records import VideoJob, plan_video
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from tests import videos
-from tests.conftest import read_dataset
-from tests.test_ingest import ingest
+from tests.helpers import read_dataset
+from tests.helpers import ingest
 
 distributed = pytest.importorskip("distributed")
 

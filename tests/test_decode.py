@@ -6,11 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from pipelines.decode import FrameStream, decode_all, ffmpeg_args
+from pipelines.decode import FrameStream, ffmpeg_args
 from pipelines.probe import VideoError, probe_args, probe_video
 from pipelines.process import STDERR_TAIL_BYTES, ToolProcess, run_tool
 from schemas.spec import WindowSpec
 from tests import videos
+from tests.helpers import decode_all
 
 
 def spec(fps=10, h=16, w=16, c=1):

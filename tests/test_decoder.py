@@ -14,7 +14,7 @@ from pipelines.probe import ProbeLimits, VideoError, probe_video
 from schemas.metadata import DatasetMetadata
 from schemas.spec import WindowSpec
 from tests import videos
-from tests.conftest import ROOT, read_dataset
+from tests.helpers import ROOT, read_dataset
 
 FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16",
          "--color", "gray", "--splits", "1", "--encoding", "raw"]

@@ -11,7 +11,7 @@ import pytest
 from pipelines.frames import natural_key, numbering_gaps
 from pipelines.ingest import run
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import read_dataset
 
 FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color",
          "gray", "--num-shards", "1", "--splits", "1", "--frame-folders"]

@@ -1,10 +1,8 @@
 """Hostile inputs through real ingest runs: each dead-lettered with its reason or ingested exactly,
 no network connection, and no byte of a file a playlist points at in the output."""
 import collections
-import contextlib
 import csv
 import gzip
-import io
 import json
 import os
 import shutil
@@ -18,7 +16,6 @@ import numpy as np
 import pytest
 
 from pipelines.decode import FrameStream, ffmpeg_args
-from pipelines.ingest import run
 from pipelines.inputs import list_videos
 from pipelines.probe import DEFAULT_FORMATS, ProbeLimits, VideoError, probe_args, probe_video
 from pipelines.process import ToolProcess, die_with_parent_prefix
@@ -26,7 +23,7 @@ from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata
 from schemas.spec import WindowSpec
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import ingest, read_dataset
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]
 SPEC = WindowSpec(frames=4, stride=2, fps=10, height=16, width=16, channels=1)
@@ -63,13 +60,6 @@ VFR_TICKS = [0, 1, 3, 6, 10, 15]
 def ffmpeg(*args, stdin=None):
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], input=stdin, check=True,
                    stdout=subprocess.DEVNULL)
-
-
-def ingest(*argv):
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = run(list(argv))
-    return rc, buf.getvalue()
 
 
 class Listener:

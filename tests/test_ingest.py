@@ -1,7 +1,5 @@
 """End to end: real ffmpeg + Beam runs of `clipforge ingest`, shards read back and checked exactly."""
 import collections
-import contextlib
-import io
 import json
 import os
 
@@ -9,13 +7,13 @@ import numpy as np
 import pytest
 import tfrecord_lite
 
-from pipelines.ingest import dataset_fingerprint, run
+from pipelines.ingest import dataset_fingerprint
 from pipelines.split import assign_split
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata
 from schemas.tfrecord import count_records
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import ingest, read_dataset
 
 # Good index clips (name -> frames at 10 fps) and the bad inputs with the reason each must get.
 GOOD = {"a.mkv": 12, "-dash name.mkv": 8, "it's 100% %d.mkv": 6, "exact.mkv": 4,
@@ -24,14 +22,6 @@ LOSSY = "testsrc.mp4"  # 1 s of H.264 testsrc at 48x64: 10 frames
 BAD = {"zero.mp4": "probe_failed", "text.mp4": "probe_failed", "audio.mp4": "no_video_stream",
        "short.mkv": "too_short", "nolabel.mkv": "no_label", "nan.mkv": "bad_target"}
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]
-
-
-def ingest(*argv):
-    """Runs `clipforge ingest` in-process; returns (exit status, what it printed)."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = run(list(argv))
-    return rc, buf.getvalue()
 
 
 def target_of(name):
@@ -272,13 +262,13 @@ def test_fingerprint_is_known_before_the_run_and_tracks_inputs_and_settings(regr
 
 
 def test_progress_line_per_video(tmp_path, capsys):
-    from pipelines import ingest
+    from pipelines.ingest import run
     from tests.videos import make_video
     src = tmp_path / "in"
     src.mkdir()
     make_video(str(src / "a.mkv"), frames=10, fps=10)
-    assert ingest.run(["--input", str(src), "--output", str(tmp_path / "out"), "--task", "next_frame",
-                       "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]) == 0
+    assert run(["--input", str(src), "--output", str(tmp_path / "out"), "--task", "next_frame",
+                "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]) == 0
     err = capsys.readouterr().err
     # frames 0..9, T=4 plus 1 next frame: windows start at 0, 2, 4
     assert "ingest: a.mkv: 3 windows from 10 frames in" in err

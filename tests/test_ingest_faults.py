@@ -13,17 +13,15 @@ import time
 
 import pytest
 
-from pipelines import validate
-from pipelines.ingest import run
 from pipelines.inputs import VideoRef
-from pipelines.records import DeadLetter, VideoJob, process_video
+from pipelines.records import DeadLetter, VideoJob
 from pipelines.stats import VideoSummary
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tfrecord import iter_records
 from tests import videos
-from tests.conftest import ROOT, read_dataset
+from tests.helpers import ROOT, ingest, process_video, read_dataset, validate_run
 
 FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16",
          "--color", "gray"]
@@ -32,18 +30,6 @@ CLIPS = {f"c{i}.mkv": 6 + i for i in range(6)}
 # of decoding, so a run over it is reliably caught mid-way.
 SLOW = ["--fps", "100", "--frames", "4", "--stride", "4", "--size", "16x16", "--color", "gray",
         "--encoding", "raw", "--num-shards", "1", "--splits", "1", "--task", "next_frame"]
-
-
-def ingest(*argv):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return run(list(argv))
-
-
-def validate_run(directory):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = validate.run([directory])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def snapshot(directory) -> dict:
@@ -98,7 +84,7 @@ def corpus(tmp_path_factory):
 def plain(corpus):
     out = str(corpus / "plain")
     assert ingest("--input", str(corpus / "videos"), "--output", out, *FLAGS, "--splits", "0.5,0.5",
-                  "--num-shards", "2") == 0
+                  "--num-shards", "2")[0] == 0
     return out
 
 
@@ -111,7 +97,7 @@ def raw_records(directory) -> dict[str, collections.Counter]:
 def test_retried_bundles_write_the_same_records(corpus, plain):
     repeated = str(corpus / "repeated")
     assert ingest("--input", str(corpus / "videos"), "--output", repeated, *FLAGS, "--splits", "0.5,0.5",
-                  "--num-shards", "2", "--direct_runner_bundle_repeat=2") == 0
+                  "--num-shards", "2", "--direct_runner_bundle_repeat=2")[0] == 0
     first, second = raw_records(plain), raw_records(repeated)
     assert first == second  # the same serialized records, each exactly once, in the same splits
     keys = [(r["video_id"], r["start_frame"]) for recs in read_dataset(repeated).values() for r in recs]
@@ -126,13 +112,13 @@ def test_retried_bundles_write_the_same_records(corpus, plain):
 def test_rerun_refuses_without_overwrite_and_replaces_whole_with_it(corpus, capsys):
     out = str(corpus / "rerun")
     argv = ["--input", str(corpus / "videos"), "--output", out, *FLAGS, "--splits", "0.5,0.5"]
-    assert ingest(*argv, "--num-shards", "3") == 0
+    assert ingest(*argv, "--num-shards", "3")[0] == 0
     old = snapshot(out)
     assert sum(n.startswith("train/part-") for n in old) == 3
-    assert ingest(*argv, "--num-shards", "1") == 2
+    assert ingest(*argv, "--num-shards", "1")[0] == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert snapshot(out) == old
-    assert ingest(*argv, "--num-shards", "1", "--frames", "3", "--overwrite") == 0
+    assert ingest(*argv, "--num-shards", "1", "--frames", "3", "--overwrite")[0] == 0
     new = snapshot(out)
     meta = DatasetMetadata.load(out)
     listed = {s["path"] for info in meta.splits.values() for s in info["shards"]}
@@ -199,7 +185,7 @@ def test_killed_ingest_leaves_no_finished_dataset_and_no_orphan(corpus, plain):
     # the next run for the same output removes the killed run's staging (its owner pid is gone)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = ingest("--input", str(corpus / "videos"), "--output", str(fresh), *FLAGS, "--splits", "1")
+        rc, _ = ingest("--input", str(corpus / "videos"), "--output", str(fresh), *FLAGS, "--splits", "1")
     assert rc == 0 and f"removed {staged[0]}: staging left by a killed run" in err.getvalue(), err.getvalue()
     assert not [n for n in os.listdir(corpus) if n.startswith(".killed_fresh")]  # nor its owner file
     assert DatasetMetadata.load(str(fresh)).splits["train"]["windows"] > 0

@@ -11,7 +11,7 @@ from pipelines.ingest import run
 from schemas.metadata import DatasetMetadata
 from tests.helpers import unexplained_flags
 from tests import videos
-from tests.conftest import cli
+from tests.helpers import cli
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]
 

@@ -8,13 +8,14 @@ import pytest
 
 from pipelines.inputs import VideoRef
 from pipelines.labels import VideoLabels
-from pipelines.records import DeadLetter, VideoJob, process_video, video_windows
+from pipelines.records import DeadLetter, VideoJob, video_windows
 from pipelines.split import assign_split, split_point
 from pipelines.stats import VideoSummary
 from pipelines.windows import count_windows, iter_windows
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec
 from tests import videos
+from tests.helpers import process_video
 
 
 def starts(n, length, stride, horizon=0):

@@ -19,7 +19,7 @@ from pipelines.manifest import COLUMNS
 from pipelines.probe import VideoError, probe_video
 from schemas.metadata import DatasetMetadata
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import read_dataset
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray", "--num-shards", "1"]
 # video id -> split forced by the labels' split column

@@ -8,7 +8,7 @@ import pytest
 
 from clipforge import synth
 from pipelines import ingest, predict
-from tests.conftest import read_dataset
+from tests.helpers import read_dataset
 from tests.videos import text_file, zero_byte
 from trainer import main as train_main
 

@@ -8,17 +8,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipelines.decode import decode_all
 from pipelines.inputs import VideoRef
 from pipelines.labels import VideoLabels
-from pipelines.records import SegmentResult, VideoJob, finish_video, plan_video, process_segment, process_video
+from pipelines.records import SegmentResult, VideoJob, finish_video, plan_video, process_segment
 from pipelines.segments import Segment, plan_segments
 from pipelines.stats import VideoSummary
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
-from tests.conftest import read_dataset
-from tests.test_ingest import ingest
+from tests.helpers import decode_all, process_video, read_dataset
+from tests.helpers import ingest
 
 # Frame i of a barcode clip shows the 12 bits of i as a 4x3 grid of black/white 4x4-pixel blocks:
 # any frame of a decode at the same size says which source frame it is.

@@ -10,7 +10,7 @@ from pipelines import ingest
 from pipelines.config import parse_config
 from pipelines.inputs import VideoRef
 from pipelines.labels import VideoLabels
-from pipelines.records import VideoJob, process_video
+from pipelines.records import VideoJob
 from pipelines.stats import VideoSummary
 from pipelines.windows import iter_windows, padded_frames
 from schemas import example_proto as ex
@@ -20,6 +20,7 @@ from schemas.configs import ConfigError
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tfrecord import iter_records
 from tests import videos
+from tests.helpers import process_video
 
 SPEC = WindowSpec(frames=4, stride=1, fps=10, height=16, width=16, channels=1, encoding="png")
 FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "1", "--fps", "10", "--size", "16x16",

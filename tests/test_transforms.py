@@ -24,7 +24,7 @@ from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tfrecord import write_records
 from tests import videos
-from tests.conftest import read_dataset
+from tests.helpers import read_dataset
 
 SPEC = WindowSpec(frames=4, stride=2, fps=10, height=16, width=16, channels=1, encoding="png")
 NEXT = TargetSpec("next_frame", horizon=1)
