@@ -46,7 +46,8 @@ from trainer.callbacks import EpochTimer  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.heads import build_model  # noqa: E402
 from trainer.losses import task_loss, task_metrics  # noqa: E402
-from trainer.train import precision_policy, select_strategy  # noqa: E402
+from trainer.distribute import select_strategy  # noqa: E402
+from trainer.train import precision_policy  # noqa: E402
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
