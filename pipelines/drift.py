@@ -1,0 +1,337 @@
+"""Drift: per-video signals, their PSI against the training split, drift.json and drift_reference.json."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.export import DRIFT_REFERENCE_FILE
+
+DRIFT_FILE = "drift.json"
+NUMERIC = ("pixel_mean", "pixel_std", "motion_energy", "duration", "source_fps")
+CATEGORICAL = ("resolution", "codec", "rotation")
+SIGNALS = NUMERIC + CATEGORICAL
+BINS = 10            # reference deciles
+EPSILON = 1e-4       # the share an empty bin counts as, so ln(q / p) stays finite
+MODERATE, SHIFTED = 0.1, 0.25   # the usual PSI thresholds
+CONSTANT_TOLERANCE = 1e-6       # relative: a constant reference value's own bin is c +- this
+UNKNOWN = "unknown"  # the category of a missing fact; the verdict when one side has no values
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSignals:
+    """One segment's (or video's) signal sums, as predict's decode emits them.
+
+    Attributes:
+      video_id: the video.
+      index: the segment's index (0 for a whole decode).
+      sums: `FrameSignals.sums`.
+      facts: the probe's header facts (`VideoInfo.facts()`), {} when unknown.
+    """
+
+    video_id: str
+    index: int
+    sums: tuple
+    facts: dict
+
+
+class FrameSignals:
+    """Exact integer sums over a segment's decoded frames, which add up across segments.
+
+    Pixels: every value of every frame the segment owns (frames start .. end - 1 of the whole
+    decode), so each frame of the video is counted once. Motion: |frame j - frame j-1| over
+    every value, counted by the segment that owns frame j-1 (a segment decodes span - 1 frames
+    of the next one, so it holds frame end too). All frames decoded count, in windows or not,
+    labelled or not: the signals describe the video, not the dataset's windows.
+
+    Args:
+      owned: frames this segment owns (end - start); None: all it decodes.
+    """
+
+    def __init__(self, owned: Optional[int] = None):
+        self.owned = owned
+        self.values = self.total = self.sumsq = self.motion_sum = self.motion_values = 0
+        self._prev: Optional[np.ndarray] = None
+        self._index = 0
+
+    def _owns(self, i: int) -> bool:
+        return self.owned is None or i < self.owned
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Adds the segment's next decoded frame (uint8, any shape)."""
+        i = self._index
+        if self._owns(i):
+            x = pixels.reshape(-1)
+            self.values += x.size
+            self.total += int(x.sum(dtype=np.uint64))
+            x32 = x.astype(np.uint32)
+            self.sumsq += int(np.einsum("i,i->", x32, x32, dtype=np.uint64))  # a uint32 sum would wrap
+        if self._prev is not None and self._owns(i - 1):
+            self.motion_sum += int(np.abs(pixels.astype(np.int16) - self._prev).sum(dtype=np.int64))
+            self.motion_values += pixels.size
+        self._prev = pixels if self._owns(i) else None
+        self._index += 1
+
+    def watch(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Passes `frames` through, adding each."""
+        for pixels in frames:
+            self.add(pixels)
+            yield pixels
+
+    @property
+    def sums(self) -> tuple:
+        """(values, sum, sum of squares, motion sum, motion values): add these to combine segments."""
+        return (self.values, self.total, self.sumsq, self.motion_sum, self.motion_values)
+
+
+def signal_columns(sums: tuple) -> dict:
+    """videos.parquet's pixel_mean, pixel_std, motion_energy (0..255 scale) from `FrameSignals.sums`."""
+    if len(sums) != 5 or not sums[0]:
+        return {"pixel_mean": None, "pixel_std": None, "motion_energy": None}
+    n, s, q, ms, mn = sums
+    mean = s / n
+    return {"pixel_mean": mean, "pixel_std": math.sqrt(max(q / n - mean * mean, 0.0)),
+            "motion_energy": ms / mn if mn else None}
+
+
+def signal_row(video_id: str, sums: tuple, facts: dict) -> dict:
+    """A row with every signal's inputs, as a manifest row holds them (predict's videos)."""
+    keys = ("codec", "width", "height", "rotation", "source_fps", "duration")
+    return {"video_id": video_id, **{k: (facts or {}).get(k) for k in keys}, **signal_columns(sums)}
+
+
+def combine(parts: Iterable[VideoSignals]) -> dict:
+    """One video's signal row from its segments' sums."""
+    parts = sorted(parts, key=lambda p: p.index)
+    sums = tuple(sum(v) for v in zip(*[p.sums for p in parts]))
+    facts = next((p.facts for p in parts if p.facts), {})
+    return signal_row(parts[0].video_id, sums, facts)
+
+
+# ---------------- the values of one signal ----------------
+def _number(v) -> Optional[float]:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def category(row: dict, name: str) -> str:
+    """A row's category for resolution ("WxH"), codec or rotation (degrees); UNKNOWN when missing."""
+    if name == "resolution":
+        w, h = row.get("width"), row.get("height")
+        return f"{int(w)}x{int(h)}" if w and h else UNKNOWN
+    if name == "rotation":
+        r = _number(row.get("rotation"))
+        return UNKNOWN if r is None else f"{r:g}"
+    v = row.get(name)
+    return str(v) if v not in (None, "") else UNKNOWN
+
+
+def numbers(rows: list[dict], name: str) -> list[float]:
+    """The finite values of a numeric signal (a row without one is left out)."""
+    return [v for v in (_number(r.get(name)) for r in rows) if v is not None]
+
+
+# ---------------- PSI ----------------
+def quantile_edges(values: list[float], bins: int = BINS) -> list[float]:
+    """Interior bin edges: the reference's quantiles at 1/bins .. (bins-1)/bins, ties merged.
+
+    Bins are right-closed, the outer ones open: (-inf, e0], (e0, e1], ..., (e_last, inf). A
+    constant reference c gets edges c -+ CONSTANT_TOLERANCE * max(|c|, 1): below, c, above.
+    """
+    x = np.asarray(values, np.float64)
+    if x.size == 0:
+        return []
+    lo, hi = float(x.min()), float(x.max())
+    if lo == hi:
+        tol = CONSTANT_TOLERANCE * max(abs(lo), 1.0)
+        return [lo - tol, lo + tol]
+    return sorted(set(float(q) for q in np.quantile(x, np.arange(1, bins) / bins)))
+
+
+def bin_counts(values: list[float], edges: list[float]) -> list[int]:
+    """How many values fall in each of the len(edges) + 1 right-closed bins."""
+    idx = np.searchsorted(np.asarray(edges, np.float64), np.asarray(values, np.float64), side="left")
+    return np.bincount(idx, minlength=len(edges) + 1).astype(int).tolist()
+
+
+def psi(reference: list[int], new: list[int], epsilon: float = EPSILON) -> Optional[float]:
+    """Population stability index of two histograms over the same bins.
+
+    PSI = sum_b (q_b - p_b) * ln(q_b / p_b), where p_b and q_b are the reference's and the new
+    values' shares of bin b, each at least `epsilon` (an empty bin on either side). None when
+    either side is empty.
+    """
+    p, q = np.asarray(reference, np.float64), np.asarray(new, np.float64)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return None
+    p, q = np.maximum(p / p.sum(), epsilon), np.maximum(q / q.sum(), epsilon)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def verdict(value: Optional[float]) -> str:
+    """stable (< 0.1), moderate (< 0.25), shifted; unknown when there was nothing to compare."""
+    if value is None:
+        return UNKNOWN
+    return "stable" if value < MODERATE else "moderate" if value < SHIFTED else "shifted"
+
+
+# ---------------- reference, compare ----------------
+def reference(rows: list[dict], split: str = "train") -> dict:
+    """drift_reference.json: each signal's reference histogram over the ok videos of `split`.
+
+    Args:
+      rows: manifest rows (videos.parquet); dead rows are left out. When no ok row is in
+        `split`, every ok row is the reference (as metadata.json's stats fall back to "all").
+      split: the training split.
+    """
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    train = [r for r in ok if r.get("split") == split]
+    name = split if train else "all"
+    ref = train or ok
+    signals = {}
+    for s in NUMERIC:
+        values = numbers(ref, s)
+        edges = quantile_edges(values)
+        signals[s] = {"kind": "numeric", "edges": edges, "counts": bin_counts(values, edges) if values else []}
+    for s in CATEGORICAL:
+        counts: dict[str, int] = {}
+        for r in ref:
+            c = category(r, s)
+            counts[c] = counts.get(c, 0) + 1
+        signals[s] = {"kind": "categorical", "counts": dict(sorted(counts.items()))}
+    return {"split": name, "videos": len(ref), "bins": BINS, "signals": signals}
+
+
+def compare(ref: dict, new_rows: list[dict]) -> dict:
+    """drift.json: each signal's PSI of `new_rows` against the reference, its histograms, its verdict.
+
+    Args:
+      ref: `reference(...)` (a drift_reference.json).
+      new_rows: rows of the new videos (manifest rows or `signal_row`s); dead rows are left out.
+    """
+    new_rows = [r for r in new_rows if r.get("status", "ok") == "ok"]
+    out = {}
+    for s, r in ref["signals"].items():
+        if r["kind"] == "numeric":
+            values = numbers(new_rows, s)
+            new = bin_counts(values, r["edges"]) if values else [0] * (len(r["edges"]) + 1)
+            value = psi(r["counts"], new)
+            out[s] = {"kind": "numeric", "psi": value, "verdict": verdict(value), "edges": r["edges"],
+                      "reference": r["counts"], "new": new}
+        else:
+            counts: dict[str, int] = {}
+            for row in new_rows:
+                c = category(row, s)
+                counts[c] = counts.get(c, 0) + 1
+            cats = sorted(set(r["counts"]) | set(counts))
+            p, q = [r["counts"].get(c, 0) for c in cats], [counts.get(c, 0) for c in cats]
+            value = psi(p, q)
+            out[s] = {"kind": "categorical", "psi": value, "verdict": verdict(value), "categories": cats,
+                      "reference": p, "new": q}
+    return {"reference": {"split": ref.get("split"), "videos": ref.get("videos")},
+            "new": {"videos": len(new_rows)},
+            "method": {"bins": ref.get("bins", BINS), "epsilon": EPSILON,
+                       "thresholds": {"moderate": MODERATE, "shifted": SHIFTED}},
+            "signals": out,
+            "shifted": [s for s, v in out.items() if v["verdict"] == "shifted"],
+            "moderate": [s for s, v in out.items() if v["verdict"] == "moderate"]}
+
+
+def compare_rows(reference_rows: list[dict], new_rows: list[dict], split: str = "train") -> dict:
+    """`compare` against the `split` videos of `reference_rows` (e.g. another dataset's manifest)."""
+    return compare(reference(reference_rows, split), new_rows)
+
+
+def above(drift: dict, max_psi: float) -> list[tuple[str, float]]:
+    """The signals whose PSI is above `max_psi`, highest first (the retrain gate's rule)."""
+    hits = [(s, v["psi"]) for s, v in drift.get("signals", {}).items()
+            if v.get("psi") is not None and v["psi"] > max_psi]
+    return sorted(hits, key=lambda h: -h[1])
+
+
+def summary_line(drift: dict) -> str:
+    """`  drift vs the train split (N videos): M new videos; shifted: a 0.91; moderate: b 0.12`."""
+    head = (f"  drift vs the {drift['reference']['split']} split ({drift['reference']['videos']} videos): "
+            f"{drift['new']['videos']} new video(s)")
+    hits = above(drift, MODERATE)
+    if not hits:
+        return head + "; every signal stable (PSI < 0.1)" if drift["new"]["videos"] else head
+    return head + "; PSI >= 0.1: " + ", ".join(f"{s} {v:.2f} ({drift['signals'][s]['verdict']})" for s, v in hits)
+
+
+# ---------------- files ----------------
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}"
+
+
+def write_json(data: dict, directory: str, name: str) -> str:
+    """Writes DIRECTORY/NAME (any Beam filesystem); returns its path."""
+    path = _join(directory, name)
+    with FileSystems.create(path, mime_type="application/json") as f:
+        f.write(json.dumps(data, indent=1).encode("utf-8"))
+    return path
+
+
+def write_reference(rows: list[dict], directory: str, split: str = "train") -> str:
+    """Writes DIRECTORY/drift_reference.json from the manifest rows (ingest, beside videos.parquet)."""
+    return write_json(reference(rows, split), directory, DRIFT_REFERENCE_FILE)
+
+
+def load_reference(directory: str) -> Optional[dict]:
+    """DIRECTORY/drift_reference.json (a dataset or an export), or None when it has none."""
+    path = _join(directory, DRIFT_REFERENCE_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as f:
+        return json.loads(f.read())
+
+
+def write_drift(reference_dir: str, new_rows: list[dict], output_dir: Optional[str] = None) -> Optional[dict]:
+    """Compares new videos with a dataset's training split and writes drift.json (the append hook).
+
+    Args:
+      reference_dir: the dataset whose drift_reference.json is the reference (for an append: the
+        dataset as it was before, so new videos are not compared with themselves).
+      new_rows: manifest rows of the videos decoded in this run.
+      output_dir: where drift.json goes (an append's staging directory); default reference_dir.
+
+    Returns:
+      The drift.json dict, or None when the dataset has no drift_reference.json (made before drift
+      checks): nothing is written.
+    """
+    ref = load_reference(reference_dir)
+    if ref is None:
+        return None
+    drift = compare(ref, new_rows)
+    write_json(drift, output_dir or reference_dir, DRIFT_FILE)
+    return drift
+
+
+def load_drift(directory: str) -> Optional[dict]:
+    """DIRECTORY/drift.json, or None when there is none."""
+    path = _join(directory, DRIFT_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as f:
+        return json.loads(f.read())
+
+
+def dataset_lines(directory: str) -> list[str]:
+    """The ingest summary's drift line: drift.json's verdicts (an append), else the reference written."""
+    drift = load_drift(directory)
+    if drift is not None:
+        return [summary_line(drift)]
+    ref = load_reference(directory)
+    if ref is None:
+        return []
+    return [f"  drift reference: {ref['videos']} video(s) of the {ref['split']} split -> {DRIFT_REFERENCE_FILE} "
+            "(new videos are compared with it at append and predict)"]
