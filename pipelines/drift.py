@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -15,7 +15,9 @@ DRIFT_FILE = "drift.json"
 NUMERIC = ("pixel_mean", "pixel_std", "motion_energy", "duration", "source_fps")
 CATEGORICAL = ("resolution", "codec", "rotation")
 SIGNALS = NUMERIC + CATEGORICAL
-BINS = 10            # reference deciles
+BINS = (10, 5, 4, 2)  # numeric bins: reference deciles, fewer when either side has few videos
+PER_BIN = 30          # videos per bin on the smaller side (below it, chance alone reads as drift)
+FINE = 100            # drift_reference.json keeps percentiles, so any of BINS can be cut from them
 EPSILON = 1e-4       # the share an empty bin counts as, so ln(q / p) stays finite
 MODERATE, SHIFTED = 0.1, 0.25   # the usual PSI thresholds
 CONSTANT_TOLERANCE = 1e-6       # relative: a constant reference value's own bin is c +- this
@@ -165,7 +167,7 @@ def numbers(rows: list[dict], name: str) -> list[float]:
 
 
 # ---------------- PSI ----------------
-def quantile_edges(values: list[float], bins: int = BINS) -> list[float]:
+def quantile_edges(values: list[float], bins: int = BINS[0]) -> list[float]:
     """Interior bin edges: the reference's quantiles at 1/bins .. (bins-1)/bins, ties merged.
 
     Bins are right-closed, the outer ones open: (-inf, e0], (e0, e1], ..., (e_last, inf). A
@@ -209,8 +211,36 @@ def verdict(value: Optional[float]) -> str:
 
 
 # ---------------- reference, compare ----------------
+def bins_for(n_reference: int, n_new: int) -> int:
+    """Numeric bins for a comparison: the most of BINS with PER_BIN videos each on the smaller side."""
+    return next((b for b in BINS if min(n_reference, n_new) >= b * PER_BIN), BINS[-1])
+
+
+def _numeric_reference(values: list[float]) -> dict:
+    """Percentiles and the counts between them, from which `_cut` makes any of BINS exactly."""
+    x = np.asarray(values, np.float64)
+    quantiles = np.quantile(x, np.arange(1, FINE) / FINE).tolist() if x.size else []
+    constant = bool(x.size) and float(x.min()) == float(x.max())
+    edges = quantile_edges(values, FINE) if x.size else []
+    return {"kind": "numeric", "videos": int(x.size), "constant": constant, "quantiles": quantiles,
+            "edges": edges, "counts": bin_counts(values, edges) if x.size else []}
+
+
+def _cut(r: dict, bins: int) -> tuple[list[float], list[int]]:
+    """The reference's `bins` quantile bins (edges, counts), merged from its percentile bins."""
+    if r["constant"] or not r["quantiles"]:
+        return r["edges"], r["counts"]
+    step = FINE // bins
+    edges = sorted(set(r["quantiles"][k * step - 1] for k in range(1, bins)))
+    # percentile bins nest in these (their edges are a subset): each falls where its upper edge does
+    uppers = np.asarray(r["edges"] + [np.inf], np.float64)
+    idx = np.searchsorted(np.asarray(edges, np.float64), uppers, side="left")
+    counts = np.bincount(idx, weights=np.asarray(r["counts"], np.float64), minlength=len(edges) + 1)
+    return edges, [int(round(c)) for c in counts]
+
+
 def reference(rows: list[dict], split: str = "train") -> dict:
-    """drift_reference.json: each signal's reference histogram over the ok videos of `split`.
+    """drift_reference.json: each signal's reference distribution over the ok videos of `split`.
 
     Args:
       rows: manifest rows (videos.parquet); dead rows are left out. When no ok row is in
@@ -221,18 +251,14 @@ def reference(rows: list[dict], split: str = "train") -> dict:
     train = [r for r in ok if r.get("split") == split]
     name = split if train else "all"
     ref = train or ok
-    signals = {}
-    for s in NUMERIC:
-        values = numbers(ref, s)
-        edges = quantile_edges(values)
-        signals[s] = {"kind": "numeric", "edges": edges, "counts": bin_counts(values, edges) if values else []}
+    signals = {s: _numeric_reference(numbers(ref, s)) for s in NUMERIC}
     for s in CATEGORICAL:
         counts: dict[str, int] = {}
         for r in ref:
             c = category(r, s)
             counts[c] = counts.get(c, 0) + 1
         signals[s] = {"kind": "categorical", "counts": dict(sorted(counts.items()))}
-    return {"split": name, "videos": len(ref), "bins": BINS, "signals": signals}
+    return {"split": name, "videos": len(ref), "signals": signals}
 
 
 def compare(ref: dict, new_rows: list[dict]) -> dict:
@@ -247,12 +273,14 @@ def compare(ref: dict, new_rows: list[dict]) -> dict:
     for s, r in ref["signals"].items():
         if r["kind"] == "numeric":
             values = numbers(new_rows, s)
-            new = bin_counts(values, r["edges"]) if values else [0] * (len(r["edges"]) + 1)
-            value = psi(r["counts"], new)
-            out[s] = {"kind": "numeric", "psi": value, "verdict": verdict(value), "edges": r["edges"],
-                      "reference": r["counts"], "new": new}
+            bins = bins_for(r["videos"], len(values))
+            edges, counts = _cut(r, bins)
+            new = bin_counts(values, edges) if values else [0] * (len(edges) + 1)
+            value = psi(counts, new)
+            out[s] = {"kind": "numeric", "psi": value, "verdict": verdict(value), "bins": len(edges) + 1,
+                      "edges": edges, "reference": counts, "new": new}
         else:
-            counts: dict[str, int] = {}
+            counts = {}
             for row in new_rows:
                 c = category(row, s)
                 counts[c] = counts.get(c, 0) + 1
@@ -263,7 +291,7 @@ def compare(ref: dict, new_rows: list[dict]) -> dict:
                       "reference": p, "new": q}
     return {"reference": {"split": ref.get("split"), "videos": ref.get("videos")},
             "new": {"videos": len(new_rows)},
-            "method": {"bins": ref.get("bins", BINS), "epsilon": EPSILON,
+            "method": {"bins": list(BINS), "videos_per_bin": PER_BIN, "epsilon": EPSILON,
                        "thresholds": {"moderate": MODERATE, "shifted": SHIFTED}},
             "signals": out,
             "shifted": [s for s, v in out.items() if v["verdict"] == "shifted"],
@@ -283,13 +311,19 @@ def above(drift: dict, max_psi: float) -> list[tuple[str, float]]:
 
 
 def summary_line(drift: dict) -> str:
-    """`  drift vs the train split (N videos): M new videos; shifted: a 0.91; moderate: b 0.12`."""
+    """`  drift vs the train split (N videos): M new video(s); PSI >= 0.1: a 0.91 (shifted), b 0.12 (moderate)`."""
     head = (f"  drift vs the {drift['reference']['split']} split ({drift['reference']['videos']} videos): "
             f"{drift['new']['videos']} new video(s)")
-    hits = above(drift, MODERATE)
+    hits = [(s, v["psi"]) for s, v in drift["signals"].items() if v["verdict"] in ("moderate", "shifted")]
+    few = min(drift["new"]["videos"], drift["reference"]["videos"] or 0) < 2 * PER_BIN
+    note = f" (under {2 * PER_BIN} videos on a side: coarse bins, read PSI with care)" if few else ""
+    if not drift["new"]["videos"]:
+        return head
     if not hits:
-        return head + "; every signal stable (PSI < 0.1)" if drift["new"]["videos"] else head
-    return head + "; PSI >= 0.1: " + ", ".join(f"{s} {v:.2f} ({drift['signals'][s]['verdict']})" for s, v in hits)
+        return head + f"; every signal stable (PSI < {MODERATE:g})" + note
+    hits.sort(key=lambda h: -h[1])
+    return head + f"; PSI >= {MODERATE:g}: " + ", ".join(
+        f"{s} {v:.2f} ({drift['signals'][s]['verdict']})" for s, v in hits) + note
 
 
 # ---------------- files ----------------
@@ -319,24 +353,31 @@ def load_reference(directory: str) -> Optional[dict]:
         return json.loads(f.read())
 
 
-def write_drift(reference_dir: str, new_rows: list[dict], output_dir: Optional[str] = None) -> Optional[dict]:
+def write_drift(reference: Union[str, dict, None], new_rows: list[dict],
+                output_dir: Optional[str] = None) -> Optional[dict]:
     """Compares new videos with a dataset's training split and writes drift.json (the append hook).
 
     Args:
-      reference_dir: the dataset whose drift_reference.json is the reference (for an append: the
-        dataset as it was before, so new videos are not compared with themselves).
-      new_rows: manifest rows of the videos decoded in this run.
-      output_dir: where drift.json goes (an append's staging directory); default reference_dir.
+      reference: the dataset directory whose drift_reference.json is the reference, or that
+        file's contents loaded earlier (`load_reference`). For an append, the dataset as it was
+        before the run, so new videos are not compared with themselves: load it at launch when
+        the run rewrites drift_reference.json in place (remote outputs).
+      new_rows: manifest rows of the videos decoded in this run (new and changed ones).
+      output_dir: where drift.json goes (an append's staging directory); default: the reference
+        directory.
 
     Returns:
-      The drift.json dict, or None when the dataset has no drift_reference.json (made before drift
+      The drift.json dict, or None when there is no reference (a dataset made before drift
       checks): nothing is written.
     """
-    ref = load_reference(reference_dir)
+    ref = load_reference(reference) if isinstance(reference, str) else reference
     if ref is None:
         return None
+    out = output_dir or (reference if isinstance(reference, str) else None)
+    if out is None:
+        raise ValueError("write_drift: pass output_dir with a loaded reference")
     drift = compare(ref, new_rows)
-    write_json(drift, output_dir or reference_dir, DRIFT_FILE)
+    write_json(drift, out, DRIFT_FILE)
     return drift
 
 

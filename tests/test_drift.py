@@ -230,3 +230,20 @@ def test_max_drift_psi_is_checked_up_front_and_drift_json_is_read_from_the_datas
     (tmp_path / "drift.json").write_text("{not json")
     with pytest.raises(retrain.RetrainError, match="cannot read .*drift.json"):
         retrain._drift(str(tmp_path))
+
+
+def test_the_reference_percentiles_cut_into_exactly_the_bins_a_direct_count_gives():
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(50, 10, 900), 0).tolist()  # rounded: ties at many quantiles
+    ref = drift.reference([{"pixel_mean": v, "split": "train"} for v in values])
+    assert [drift.bins_for(900, n) for n in (300, 299, 150, 120, 119, 5)] == [10, 5, 5, 4, 2, 2]
+    for bins in drift.BINS:
+        edges, counts = drift._cut(ref["signals"]["pixel_mean"], bins)
+        assert edges == drift.quantile_edges(values, bins)
+        assert counts == drift.bin_counts(values, edges) and sum(counts) == 900
+    # 100 new videos drawn alike: 2 bins; 300: deciles; a shift of one sd reads as shifted in both
+    for n, bins in ((100, 2), (300, 10)):
+        same = drift.compare(ref, [{"pixel_mean": v} for v in rng.normal(50, 10, n)])["signals"]["pixel_mean"]
+        moved = drift.compare(ref, [{"pixel_mean": v} for v in rng.normal(60, 10, n)])["signals"]["pixel_mean"]
+        assert same["bins"] == moved["bins"] == bins and sum(same["new"]) == n
+        assert same["verdict"] == "stable" and moved["verdict"] == "shifted", (same["psi"], moved["psi"])
