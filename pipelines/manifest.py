@@ -9,8 +9,8 @@ from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.drift import signal_columns
 from pipelines.records import DeadLetter
+from pipelines.signals import signal_columns
 from pipelines.stats import VideoSummary
 
 MANIFEST_FILE = "videos.parquet"

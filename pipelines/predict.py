@@ -25,6 +25,7 @@ from pipelines.inputs import list_videos, split_duplicates
 from pipelines.predict_report import anomaly_scores
 from pipelines.probe import ProbeLimits
 from pipelines.records import VideoWindow
+from pipelines.signals import combine as signals_row
 from pipelines.transforms import DEAD_LETTER, SIGNALS, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
 from schemas.metadata import MissingMetadataError
@@ -227,7 +228,7 @@ class WritePredictions(beam.PTransform):
 
 
 class CompareDrift(beam.PTransform):
-    """PCollection[VideoSignals] (per segment) -> one row per video -> OUTPUT/drift.json against `reference`."""
+    """PCollection[VideoSignals] (per segment) -> a row per video -> OUTPUT/drift.json against `reference`."""
 
     def __init__(self, reference: dict, output_dir: str):
         super().__init__()
@@ -238,7 +239,7 @@ class CompareDrift(beam.PTransform):
         return (signals
                 | "ByVideo" >> beam.Map(lambda s: (s.video_id.encode("utf-8", "surrogateescape"), s))
                 | "Group" >> beam.GroupByKey()
-                | "Combine" >> beam.Map(lambda kv: drift.combine(kv[1]))
+                | "Combine" >> beam.Map(lambda kv: signals_row(kv[1]))
                 | "All" >> beam.combiners.ToList()
                 | "Write" >> beam.Map(lambda rows: drift.write_json(drift.compare(ref, rows), out, drift.DRIFT_FILE)))
 
@@ -257,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an exported model over new videos. Videos are decoded and windowed exactly as at "
                     "ingest, with the spec stored beside the model (its metadata.json), and run through Beam's "
                     "RunInference. Writes OUTPUT/windows/*.parquet (one row per window), OUTPUT/videos.parquet "
-                    "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded), OUTPUT/drift.json "
-                    "(the videos' signals against the model's training split), "
+                    "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded), "
+                    "OUTPUT/drift.json (the videos' signals against the model's training split), "
                     "OUTPUT/report.html (what was read and a timeline per video) and, for "
                     "next_frame models, OUTPUT/frames/<video>/<start_frame>.png. Other flags go to Beam "
                     "(--runner, --direct_num_workers, cloud runner flags).")
@@ -369,5 +370,6 @@ def _summary(output: str, seconds: float) -> str:
                      f"{os.path.join(output, VIDEOS_FILE)}; report: {os.path.join(output, 'report.html')}")
         found = drift.load_drift(output)
         lines.append(drift.summary_line(found) + f" -> {os.path.join(output, drift.DRIFT_FILE)}" if found else
-                     f"  drift: not checked: the model has no {drift.DRIFT_REFERENCE_FILE} (exported before drift checks)")
+                     f"  drift: not checked: the model has no {drift.DRIFT_REFERENCE_FILE} "
+                     "(exported before drift checks)")
     return "\n".join(lines)

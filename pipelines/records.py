@@ -11,12 +11,12 @@ import numpy as np
 
 from pipelines.decode import FrameStream
 from pipelines.decoder import Decoder, default_decoder, resolve
-from pipelines.drift import FrameSignals, VideoSignals
 from pipelines.inputs import VideoRef, is_local, local_file
 from pipelines.frames import FolderFrames, folder_source_fps
 from pipelines.labels import VideoLabels
 from pipelines.leakage import FileHasher, SignatureWatcher, signature_step
 from pipelines.probe import ProbeLimits, VideoError, probe_video
+from pipelines.signals import FrameSignals, VideoSignals
 from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long,
                                 merge_summaries, plan_segments, shared_frames_end, video_time_base)
 from pipelines.split import split_of
@@ -414,14 +414,14 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
     carries the frames after it (windows whose horizon would run past the end are not produced).
     With short_videos="pad" a whole video shorter than one window gives one window, its last
     frame repeated (as ingest pads). source_fps: a frame folder's frame rate (--source-fps).
-    signals: also yield the segment's drift signal sums (pipelines/drift.py) once it decoded.
+    signals: also yield the segment's drift signal sums (pipelines/signals.py) once it decoded.
 
     Yields:
       VideoWindow per window, or a single DeadLetter (same stages and kinds as ingest) when the
       video yields none; with `signals`, then one VideoSignals (a segment after the first yields
-      it even without windows: its frames still count). A segment after the first that yields no window is not an error (the
-      duration estimate ran past the last frame) unless its decode failed; its dead letter then
-      names the segment.
+      it even without windows: its frames still count). A segment after the first that yields
+      no window is not an error (the duration estimate ran past the last frame) unless its
+      decode failed; its dead letter then names the segment.
     """
     seg = ref if isinstance(ref, Segment) else Segment(ref)
     ref, limits, decoder = seg.ref, limits or ProbeLimits(), decoder or resolve(default_decoder())

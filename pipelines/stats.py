@@ -26,7 +26,7 @@ class VideoSummary:
       sha256: of its bytes ("" when not hashed).
       signature: its content signature (pipelines/leakage.py): per segment, (frame, thumbnail bytes)
         samples; after `merge_summaries`, thumbnail bytes in frame order.
-      signals: the drift signals' exact sums over every decoded frame (`drift.FrameSignals.sums`).
+      signals: the drift signals' exact sums over every decoded frame (`signals.FrameSignals.sums`).
     """
 
     video_id: str

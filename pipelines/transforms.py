@@ -25,7 +25,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.decoder import DecoderError, default_decoder, resolve
-from pipelines.drift import VideoSignals, write_reference
+from pipelines.drift import write_reference
 from pipelines.inputs import VideoRef
 from pipelines.leakage import audit
 from pipelines.manifest import MANIFEST_FILE, complete_rows, write_manifest
@@ -35,6 +35,7 @@ from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video,
     process_segment, video_windows
 from pipelines.probe import ProbeLimits
 from pipelines.segments import Segment
+from pipelines.signals import VideoSignals
 from pipelines.stats import DatasetStats, VideoSummary
 from schemas.metadata import DEAD_LETTER_FILE
 from schemas.spec import TargetSpec, WindowSpec
@@ -257,7 +258,7 @@ class DecodeWindows(beam.PTransform):
       short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
         gives one window with its last frame repeated (VideoWindow.padded_frames).
       source_fps: frame folders (VideoRef.frames_root): the rate their frames were taken at.
-      signals: also return each segment's drift signal sums (pipelines/drift.py).
+      signals: also return each segment's drift signal sums (pipelines/signals.py).
 
     Returns:
       {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}, and with

@@ -215,7 +215,7 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     from apache_beam.testing.util import assert_that, equal_to
 
     from pipelines.beam_options import local_runner
-    from pipelines.drift import VideoSignals
+    from pipelines.signals import VideoSignals
     from pipelines.probe import ProbeLimits
     from pipelines.records import plan_decode, video_windows
     from pipelines.transforms import DecodeWindows, ReadVideos
