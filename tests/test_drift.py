@@ -248,3 +248,28 @@ def test_the_reference_percentiles_cut_into_exactly_the_bins_a_direct_count_give
         moved = drift.compare(ref, [{"pixel_mean": v} for v in rng.normal(60, 10, n)])["signals"]["pixel_mean"]
         assert same["bins"] == moved["bins"] == bins and sum(same["new"]) == n
         assert same["verdict"] == "stable" and moved["verdict"] == "shifted", (same["psi"], moved["psi"])
+
+
+def test_retrain_reads_the_datasets_drift_json_and_holds_back_a_drifted_run(tmp_path):
+    from clipforge import synth
+    corpus = str(tmp_path / "corpus")
+    synth.make_corpus(corpus, n_videos=8, seed=5, size=32, seconds=1.5)
+    cfg = {"root": str(tmp_path / "root"),
+           "ingest": {"input": corpus, "labels": os.path.join(corpus, "labels.csv"), "task": "regression",
+                      "target_columns": ["speed"], "frames": 4, "stride": 2, "fps": 12, "size": "24x24",
+                      "color": "gray", "splits": [0.6, 0.2, 0.2]},
+           "train": {"arch": "conv3d", "epochs": 1, "batch_size": 8, "set": {"filters": [4, 8]}},
+           "promote": {"require_beats_baseline": False, "max_drift_psi": 0.25}}
+    first = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
+    assert first["promoted"] is True and first["drift"] is None and first["max_drift_psi"] == 0.25
+    # what an append of brighter videos leaves beside the dataset's metadata.json
+    rows = [dict(r, pixel_mean=r["pixel_mean"] + 100) for r in _rows(first["dataset"]) if r["status"] == "ok"]
+    written = drift.write_drift(first["dataset"], rows)
+    assert written["signals"]["pixel_mean"]["verdict"] == "shifted"
+    second = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
+    assert second["promoted"] is False and second["dataset"] == first["dataset"]
+    assert second["reason"].startswith("drift: pixel_mean PSI ")
+    assert "above promote.max_drift_psi 0.25 (8 new video(s) against the" in second["reason"]
+    assert second["drift"] == {s: v["psi"] for s, v in written["signals"].items()}
+    with open(os.path.join(cfg["root"], "runs", second["run_id"], "decision.json")) as f:
+        assert json.load(f)["reason"] == second["reason"]
