@@ -188,15 +188,9 @@ def compare_rows(reference_rows: list[dict], new_rows: list[dict], split: str = 
     return compare(reference(reference_rows, split), new_rows)
 
 
-def above(drift: dict, max_psi: float) -> list[tuple[str, float]]:
-    """The signals whose PSI is above `max_psi`, highest first (the retrain gate's rule)."""
-    hits = [(s, v["psi"]) for s, v in drift.get("signals", {}).items()
-            if v.get("psi") is not None and v["psi"] > max_psi]
-    return sorted(hits, key=lambda h: -h[1])
-
-
 def summary_line(drift: dict) -> str:
-    """`  drift vs the train split (N videos): M new video(s); PSI >= 0.1: a 0.91 (shifted), b 0.12 (moderate)`."""
+    """The ingest/predict summary line, e.g. `  drift vs the train split (40 videos): 8 new video(s);
+    PSI >= 0.1: pixel_mean 0.91 (shifted), codec 0.12 (moderate)`."""
     head = (f"  drift vs the {drift['reference']['split']} split ({drift['reference']['videos']} videos): "
             f"{drift['new']['videos']} new video(s)")
     hits = [(s, v["psi"]) for s, v in drift["signals"].items() if v["verdict"] in ("moderate", "shifted")]
