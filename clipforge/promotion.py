@@ -37,12 +37,15 @@ class PromoteConfig:
         metrics, <= for mae/rmse/mse), also for the first promotion.
       require_beats_baseline: the candidate must beat the baseline evaluate computed on the same
         windows (see BASELINES), also for the first promotion.
+      max_drift_psi: no promotion while a signal of the run's drift.json (its new videos against
+        the dataset's training split, pipelines/drift.py) has a PSI above this; None: no drift rule.
     """
 
     metric: str = ""
     min_improvement: float = 0.0
     thresholds: dict = dataclasses.field(default_factory=dict)
     require_beats_baseline: bool = True
+    max_drift_psi: Optional[float] = None
 
     def check(self) -> "PromoteConfig":
         """Raises ConfigError for a bar that is not a finite number (NaN would pass every comparison)."""
@@ -51,6 +54,9 @@ class PromoteConfig:
         for name, bar in (self.thresholds or {}).items():
             if not finite(bar):
                 raise ConfigError(f"promote.thresholds.{name}={bar!r}: expected a finite number")
+        if self.max_drift_psi is not None and not (finite(self.max_drift_psi) and self.max_drift_psi > 0):
+            raise ConfigError(f"promote.max_drift_psi={self.max_drift_psi!r}: expected a finite number > 0 "
+                              "(0.25 is the usual 'shifted' threshold)")
         return self
 
 
@@ -123,11 +129,27 @@ def _nonfinite_reason(who: str, metrics: dict, names: list[str]) -> Optional[str
     return None
 
 
-def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Optional[dict]) -> tuple[bool, str]:
-    """Decides promotion from metrics.json dicts; returns (promoted, reason).
+def drift_reason(drift: Optional[dict], max_psi: Optional[float]) -> Optional[str]:
+    """Why a drift.json blocks promotion (the signals with a PSI above max_psi, named), or None."""
+    if not drift or max_psi is None:
+        return None
+    hits = sorted(((name, s["psi"]) for name, s in drift.get("signals", {}).items()
+                   if finite(s.get("psi")) and s["psi"] > max_psi), key=lambda h: -h[1])
+    if not hits:
+        return None
+    ref, new = drift.get("reference", {}), drift.get("new", {})
+    return (f"drift: {', '.join(f'{name} PSI {value:.3f}' for name, value in hits)} above promote.max_drift_psi "
+            f"{max_psi:g} ({new.get('videos')} new video(s) against the {ref.get('videos')} of the "
+            f"{ref.get('split')} split); check the new data before promoting")
 
-    The rules, in order: every metric the gate reads is finite in both models; the candidate beats
-    its baseline (unless require_beats_baseline is off); it passes every threshold; it beats the
+
+def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Optional[dict],
+         drift: Optional[dict] = None) -> tuple[bool, str]:
+    """Decides promotion from metrics.json dicts (and the run's drift.json); returns (promoted, reason).
+
+    The rules, in order: every metric the gate reads is finite in both models; no drift signal is
+    above promote.max_drift_psi (when set and a drift.json is given); the candidate beats its
+    baseline (unless require_beats_baseline is off); it passes every threshold; it beats the
     blessed model by min_improvement (the first promotion has no blessed model to beat).
     """
     metric = promote_cfg.metric or PRIMARY_METRIC[task]
@@ -135,6 +157,7 @@ def gate(task: str, promote_cfg: PromoteConfig, candidate: dict, blessed: Option
     why = _nonfinite_reason("candidate", candidate, [metric, *(promote_cfg.thresholds or {})])
     if why is None and blessed is not None:
         why = _nonfinite_reason("blessed model", blessed, [metric])
+    why = why or drift_reason(drift, promote_cfg.max_drift_psi)
     if why:
         return False, why
     cmp = baseline_comparison(task, candidate)

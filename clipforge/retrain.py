@@ -21,6 +21,7 @@ from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.metadata import METADATA_FILE
 
 LOCK_FILE = "retrain.lock"
+DRIFT_FILE = "drift.json"  # pipelines/drift.py writes it; read here as a file, like metadata.json
 
 
 class RetrainError(RuntimeError):
@@ -141,6 +142,20 @@ def _evaluate(export: str, data: str, out: str) -> dict:
         return json.load(f)
 
 
+def _drift(data: str) -> Optional[dict]:
+    """The dataset's drift.json (its newest videos against its training split), None when it has none.
+
+    A fresh ingest has no new videos to compare and writes none; an append writes one.
+    """
+    try:
+        with open(os.path.join(data, DRIFT_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise RetrainError(f"cannot read {os.path.join(data, DRIFT_FILE)}: {e}") from None
+
+
 def _warm_start(blessed: Optional[str], data: str, arch: str, log) -> Optional[str]:
     """The blessed model's .keras file when its architecture and window spec match the new run."""
     if not blessed:
@@ -187,12 +202,15 @@ def retrain(cfg: RetrainConfig, log=print) -> dict:
         cand = _evaluate(export, data, os.path.join(run_dir, "eval_candidate"))
         old = _evaluate(blessed, data, os.path.join(run_dir, "eval_blessed")) if blessed else None
         task = cand["task"]
-        promoted, reason = gate(task, promote_cfg, cand, old)
+        drift = _drift(data)
+        promoted, reason = gate(task, promote_cfg, cand, old, drift)
         version = promote(cfg.root, export, run_id) if promoted else None
         decision = {"run_id": run_id, "promoted": promoted, "reason": reason,
                     "metric": promote_cfg.metric or PRIMARY_METRIC[task],
                     "baseline": promotion.baseline_comparison(task, cand),
                     "require_beats_baseline": promote_cfg.require_beats_baseline,
+                    "max_drift_psi": promote_cfg.max_drift_psi,
+                    "drift": {name: s.get("psi") for name, s in drift["signals"].items()} if drift else None,
                     "dataset": data, "dataset_fingerprint": os.path.basename(data),
                     "candidate": {"export": export, "metrics": cand.get("model")},
                     "blessed_before": {"export": blessed, "metrics": old.get("model") if old else None},

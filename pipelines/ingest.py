@@ -16,6 +16,7 @@ from pipelines.config import SPLIT_NAMES, IngestConfig, SetupError, parse_config
 from pipelines.decoder import Decoder, DecoderError, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.decode import ffmpeg_args
+from pipelines.drift import dataset_lines as drift_lines
 from pipelines.labels import load_labels, rekey
 from pipelines.leakage import summary_line as leakage_line
 from pipelines.manifest import dead_row, filter_graph, provenance, summary_row
@@ -206,6 +207,7 @@ def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
         lines.append(f"  {stats['partial_videos']} video(s) decoded with errors (e.g. truncated); their windows kept")
     if meta.leakage:
         lines.append(leakage_line(meta.leakage))
+    lines += drift_lines(plan.staging.final)
     if stats.get("unlabelled_windows"):
         lines.append(f"  {stats['unlabelled_windows']} window(s) skipped: no label at their last frame's time")
     if stats.get("padded_windows"):

@@ -10,12 +10,13 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.records import DeadLetter
+from pipelines.signals import signal_columns
 from pipelines.stats import VideoSummary
 
 MANIFEST_FILE = "videos.parquet"
 COLUMNS = ("video_id", "path", "split", "group", "label", "sha256", "size", "mtime", "format", "codec", "width",
            "height", "rotation", "sar", "source_fps", "vfr", "duration", "frames", "windows", "status", "kind",
-           "reason", "frame_gaps")
+           "reason", "frame_gaps", "pixel_mean", "pixel_std", "motion_energy")
 FACTS = ("format", "codec", "width", "height", "rotation", "sar", "source_fps", "vfr", "duration", "frame_gaps")
 
 
@@ -31,7 +32,8 @@ def summary_row(s: VideoSummary) -> ManifestRow:
     """A manifest row of an ingested video (plus its signature, which the audit uses, not the file)."""
     return ManifestRow({"video_id": s.video_id, "path": s.path, "split": s.split, **{k: s.facts.get(k) for k in FACTS},
             "sha256": s.sha256 or None, "frames": s.frames_decoded, "windows": s.windows, "status": "ok",
-            "kind": "partial" if s.partial else None, "reason": s.partial or None, "signature": s.signature})
+            "kind": "partial" if s.partial else None, "reason": s.partial or None, "signature": s.signature,
+            **signal_columns(s.signals)})
 
 
 def dead_row(d: DeadLetter) -> ManifestRow:
@@ -71,7 +73,8 @@ def write_manifest(rows: list[dict], work: str) -> str:
                         ("rotation", pa.float64()), ("sar", pa.string()), ("source_fps", pa.float64()),
                         ("vfr", pa.bool_()), ("duration", pa.float64()), ("frames", pa.int64()),
                         ("windows", pa.int64()), ("status", pa.string()), ("kind", pa.string()),
-                        ("reason", pa.string()), ("frame_gaps", pa.int64())])
+                        ("reason", pa.string()), ("frame_gaps", pa.int64()), ("pixel_mean", pa.float64()),
+                        ("pixel_std", pa.float64()), ("motion_energy", pa.float64())])
     # a non-UTF-8 file name (surrogate escapes) is stored with the escapes replaced
     clean = [{k: _text(r.get(k)) for k in COLUMNS} for r in rows]
     table = pa.Table.from_pylist(clean, schema=schema)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from pipelines import drift
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import SetupError
@@ -24,7 +25,8 @@ from pipelines.inputs import list_videos, split_duplicates
 from pipelines.predict_report import anomaly_scores
 from pipelines.probe import ProbeLimits
 from pipelines.records import VideoWindow
-from pipelines.transforms import DEAD_LETTER, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
+from pipelines.signals import combine as signals_row
+from pipelines.transforms import DEAD_LETTER, SIGNALS, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
 from schemas.metadata import MissingMetadataError
 from schemas.spec import SpecError, TargetSpec
@@ -225,6 +227,23 @@ class WritePredictions(beam.PTransform):
                     shard_name_template=""))
 
 
+class CompareDrift(beam.PTransform):
+    """PCollection[VideoSignals] (per segment) -> a row per video -> OUTPUT/drift.json against `reference`."""
+
+    def __init__(self, reference: dict, output_dir: str):
+        super().__init__()
+        self.reference, self.output_dir = reference, output_dir
+
+    def expand(self, signals):
+        ref, out = self.reference, self.output_dir
+        return (signals
+                | "ByVideo" >> beam.Map(lambda s: (s.video_id.encode("utf-8", "surrogateescape"), s))
+                | "Group" >> beam.GroupByKey()
+                | "Combine" >> beam.Map(lambda kv: signals_row(kv[1]))
+                | "All" >> beam.combiners.ToList()
+                | "Write" >> beam.Map(lambda rows: drift.write_json(drift.compare(ref, rows), out, drift.DRIFT_FILE)))
+
+
 def limits_of(config: dict) -> ProbeLimits:
     """The --formats/--max-pixels/--max-duration the model's dataset was ingested with."""
     default = ProbeLimits()
@@ -240,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ingest, with the spec stored beside the model (its metadata.json), and run through Beam's "
                     "RunInference. Writes OUTPUT/windows/*.parquet (one row per window), OUTPUT/videos.parquet "
                     "(one row per video), OUTPUT/dead_letter.jsonl (videos that could not be decoded), "
+                    "OUTPUT/drift.json (the videos' signals against the model's training split), "
                     "OUTPUT/report.html (what was read and a timeline per video) and, for "
                     "next_frame models, OUTPUT/frames/<video>/<start_frame>.png. Other flags go to Beam "
                     "(--runner, --direct_num_workers, cloud runner flags).")
@@ -300,6 +320,7 @@ def run(argv: list[str]) -> int:
         refs, missing = list_videos(args.input, args.frame_folders)
         videos, _ = split_duplicates(refs)
         staging = out_dir.prepare_output(args.output, args.overwrite)
+        reference = drift.load_reference(args.model)
     except (SetupError, MissingMetadataError, SpecError) as e:
         print(f"clipforge predict: error: {e}", file=sys.stderr)
         return 2
@@ -314,11 +335,13 @@ def run(argv: list[str]) -> int:
                        | "DecodeWindows" >> DecodeWindows(meta.spec, resize, horizon, args.video_timeout,
                                                           limits=limits, segment_seconds=args.segment_seconds,
                                                           decoder=decoder, short_videos=args.short_videos,
-                                                          source_fps=args.source_fps or 0.0))
+                                                          source_fps=args.source_fps or 0.0, signals=True))
             rows = decoded[WINDOW] | "Predict" >> PredictWindows(args.model, target, staging.work, args.batch_size,
                                                                  args.embeddings)
             _ = rows | "Write" >> WritePredictions(staging.work, target, args.embeddings)
             _ = decoded[DEAD_LETTER] | "WriteDeadLetter" >> WriteDeadLetter(staging.work)
+            if reference is not None:
+                _ = decoded[SIGNALS] | "Drift" >> CompareDrift(reference, staging.work)
         if is_template_launch(options):
             print(f"predict: job submitted; {args.output} fills in when it finishes")
             return 0
@@ -345,4 +368,8 @@ def _summary(output: str, seconds: float) -> str:
                      f"{len(dead)} dead-lettered -> {dead_path}")
         lines.append(f"  per window: {os.path.join(output, WINDOWS_DIR)}/*.parquet; per video: "
                      f"{os.path.join(output, VIDEOS_FILE)}; report: {os.path.join(output, 'report.html')}")
+        found = drift.load_drift(output)
+        lines.append(drift.summary_line(found) + f" -> {os.path.join(output, drift.DRIFT_FILE)}" if found else
+                     f"  drift: not checked: the model has no {drift.DRIFT_REFERENCE_FILE} "
+                     "(exported before drift checks)")
     return "\n".join(lines)

@@ -145,6 +145,7 @@ def write_report(output_dir: str, target, card: dict, meta, videos_read: int, ma
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>clipforge predict: {target.task}</title>",
             f"<style>{STYLE}</style></head><body><h1>clipforge predict: {html.escape(target.task)}</h1>",
             '<section id="summary"><h2>What was read</h2>', _table(["field", "value"], summary), "</section>"]
+    page.append(_drift_section(output_dir))
     if target.task == "next_frame":
         page.append(_anomaly_section(by_video, ranges))
     names = sorted(by_video)[:max_videos]
@@ -176,3 +177,40 @@ def _anomaly_section(by_video: dict, ranges: dict) -> str:
             + _table(["video", "from (s)", "to (s)", "peak anomaly_score", "windows"],
                      [[s["video"], s["start"], s["end"], s["peak"], s["windows"]] for s in spans])
             + "</section>")
+
+
+def _drift_section(output_dir: str) -> str:
+    """drift.json as a table of signals (PSI, verdict), with a histogram for each shifted one."""
+    from pipelines import drift
+    found = drift.load_drift(output_dir)
+    head = '<section id="drift"><h2>Drift against the training data</h2>'
+    if found is None:
+        return (head + f"<p>Not checked: the model has no {drift.DRIFT_REFERENCE_FILE} (it was exported before "
+                "drift checks); re-train it to compare new videos with its training split.</p></section>")
+    ref, new = found["reference"], found["new"]
+    rows = [[s, v["kind"], v["psi"], v["verdict"]] for s, v in found["signals"].items()]
+    text = (f"<p>{new['videos']} video(s) predicted against the {ref['videos']} video(s) of the model's "
+            f"{html.escape(str(ref['split']))} split: population stability index (PSI) per signal; "
+            f"stable &lt; {drift.MODERATE:g} &le; moderate &lt; {drift.SHIFTED:g} &le; shifted.</p>")
+    plots = [_drift_plot(s, v) for s, v in found["signals"].items() if v["verdict"] == "shifted"]
+    return head + text + _table(["signal", "kind", "PSI", "verdict"], rows) + "".join(plots) + "</section>"
+
+
+def _drift_plot(signal: str, v: dict) -> str:
+    """The reference and new shares per bin (or category) of one signal, side by side."""
+    import matplotlib.pyplot as plt
+    if v["kind"] == "numeric":
+        e = [f"{x:.3g}" for x in v["edges"]]
+        labels = [f"<={e[0]}"] + [f"{a}-{b}" for a, b in zip(e, e[1:])] + [f">{e[-1]}"] if e else ["all"]
+    else:
+        labels = [str(c)[:16] for c in v["categories"]]
+    shares = [np.asarray(v[k], np.float64) / max(sum(v[k]), 1) for k in ("reference", "new")]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7, 2.4))
+    ax.bar(x - 0.2, shares[0], 0.4, label="training split")
+    ax.bar(x + 0.2, shares[1], 0.4, label="predicted videos")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="share of videos", title=f"{signal}: PSI {v['psi']:.3g}")
+    ax.legend(fontsize=7)
+    return (f'<figure class="drift" data-signal="{html.escape(signal, quote=True)}">'
+            f'<img alt="{html.escape(signal, quote=True)} histogram" src="data:image/png;base64,{_png(fig)}"></figure>')

@@ -16,6 +16,7 @@ from pipelines.frames import FolderFrames, folder_source_fps
 from pipelines.labels import VideoLabels
 from pipelines.leakage import FileHasher, SignatureWatcher, signature_step
 from pipelines.probe import ProbeLimits, VideoError, probe_video
+from pipelines.signals import FrameSignals, VideoSignals
 from pipelines.segments import (MIN_SEGMENTS, EdgeDigests, Segment, boundary_problem, is_long,
                                 merge_summaries, plan_segments, shared_frames_end, video_time_base)
 from pipelines.split import split_of
@@ -271,6 +272,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     counted_from = shared_frames_end(seg, spec, horizon, lambda s: labels is None or target_at(s) is not None)
     edges = EdgeDigests(seg, spec.frames + horizon)
     signature = SignatureWatcher(signature_step(spec.fps), seg.start, seg.end)
+    meter = FrameSignals(None if seg.end is None else seg.end - seg.start)
     written = unlabelled = padded = 0
     pad = job.short_videos == "pad" and seg.count == 1  # a short video is never split
     partial, error, stream, hasher = "", None, None, None
@@ -281,7 +283,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
             stream = _segment_stream(seg, path, spec, job.resize, job.timeout, job.threads, job.limits, horizon,
                                      resolve(job.decoder), job.fps_of(ref.video_id))
             try:
-                frames = signature.watch(edges.watch(itertools.islice(stream, seg.skip, None)))
+                frames = meter.watch(signature.watch(edges.watch(itertools.islice(stream, seg.skip, None))))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon, pad):
                     start = seg.start + local_start
                     target = target_at(start, window)
@@ -323,7 +325,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     owned = edges.count if seg.end is None else min(edges.count, seg.end - seg.start)
     summary = stats.summary(ref.video_id, split, windows=written, frames_decoded=owned,
                             unlabelled_windows=unlabelled, padded_windows=padded, partial=partial, path=ref.path, facts=facts,
-                            sha256=digest, signature=tuple(signature.samples))
+                            sha256=digest, signature=tuple(signature.samples), signals=meter.sums)
     yield SegmentResult(ref, seg.index, seg.count, seg.start, summary, error, edges.head, edges.tail)
 
 
@@ -380,8 +382,8 @@ class VideoWindow(NamedTuple):
 def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                   timeout: float = 600.0, scratch_dir: str = "/tmp", threads: int = 0,
                   limits: Optional[ProbeLimits] = None, decoder: Optional[Decoder] = None,
-                  short_videos: str = "drop", source_fps: float = 0.0
-                  ) -> Iterator[Union[VideoWindow, DeadLetter]]:
+                  short_videos: str = "drop", source_fps: float = 0.0, signals: bool = False
+                  ) -> Iterator[Union[VideoWindow, DeadLetter, VideoSignals]]:
     """Decodes one video, or one segment of a long one, into task-free windows of `spec`.
 
     No labels, no split, no encoding: the same probe, decode and ring buffer as ingest, so
@@ -390,23 +392,26 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
     carries the frames after it (windows whose horizon would run past the end are not produced).
     With short_videos="pad" a whole video shorter than one window gives one window, its last
     frame repeated (as ingest pads). source_fps: a frame folder's frame rate (--source-fps).
+    signals: also yield the segment's drift signal sums (pipelines/signals.py) once it decoded.
 
     Yields:
       VideoWindow per window, or a single DeadLetter (same stages and kinds as ingest) when the
-      video yields none. A segment after the first that yields no window is not an error (the
-      duration estimate ran past the last frame) unless its decode failed; its dead letter then
-      names the segment.
+      video yields none; with `signals`, then one VideoSignals (a segment after the first yields
+      it even without windows: its frames still count). A segment after the first that yields
+      no window is not an error (the duration estimate ran past the last frame) unless its
+      decode failed; its dead letter then names the segment.
     """
     seg = ref if isinstance(ref, Segment) else Segment(ref)
     ref, limits, decoder = seg.ref, limits or ProbeLimits(), decoder or resolve(default_decoder())
     n = 0
+    meter = FrameSignals(None if seg.end is None else seg.end - seg.start)
     try:
         with local_file(ref.path, scratch_dir) as path:
             stream = _segment_stream(seg, path, spec, resize, timeout, threads, limits, horizon, decoder,
                                      source_fps)
             pad = short_videos == "pad" and seg.count == 1  # a short video is never split
             try:
-                frames = itertools.islice(stream, seg.skip, None)
+                frames = meter.watch(itertools.islice(stream, seg.skip, None))
                 for local_start, window in iter_windows(frames, spec.frames, spec.stride, horizon, pad):
                     start = seg.start + local_start
                     if seg.end is not None and start >= seg.end:
@@ -427,6 +432,9 @@ def video_windows(ref: Union[VideoRef, Segment], spec: WindowSpec, resize: str =
         return
     if not n and seg.index == 0:
         yield DeadLetter.of(ref, _too_short(stream.frames, spec, horizon))
+    elif signals:
+        facts = seg.facts or (stream.info.facts() if stream.info else {})
+        yield VideoSignals(ref.video_id, seg.index, meter.sums, facts)
 
 
 def _in_segment(dead: DeadLetter, seg: Segment) -> DeadLetter:

@@ -243,4 +243,4 @@ def merge_summaries(parts: list[VideoSummary]) -> VideoSummary:
         pixel_sum=add("pixel_sum"), pixel_sumsq=add("pixel_sumsq"), target_sum=add("target_sum"),
         target_sumsq=add("target_sumsq"), class_hist=add("class_hist"), path=first.path,
         facts=next((p.facts for p in parts if p.facts), {}), sha256=next((p.sha256 for p in parts if p.sha256), ""),
-        signature=merge_signatures(p.signature for p in parts))
+        signature=merge_signatures(p.signature for p in parts), signals=add("signals"))

@@ -26,6 +26,7 @@ class VideoSummary:
       sha256: of its bytes ("" when not hashed).
       signature: its content signature (pipelines/leakage.py): per segment, (frame, thumbnail bytes)
         samples; after `merge_summaries`, thumbnail bytes in frame order.
+      signals: the drift signals' exact sums over every decoded frame (`signals.FrameSignals.sums`).
     """
 
     video_id: str
@@ -45,6 +46,7 @@ class VideoSummary:
     facts: dict = dataclasses.field(default_factory=dict)
     sha256: str = ""
     signature: tuple = ()
+    signals: tuple = ()
 
 
 class VideoStatsAccumulator:

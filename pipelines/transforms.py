@@ -25,6 +25,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.decoder import DecoderError, default_decoder, resolve
+from pipelines.drift import write_reference
 from pipelines.inputs import VideoRef
 from pipelines.leakage import audit
 from pipelines.manifest import MANIFEST_FILE, complete_rows, write_manifest
@@ -34,11 +35,13 @@ from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video,
     process_segment, video_windows
 from pipelines.probe import ProbeLimits
 from pipelines.segments import Segment
+from pipelines.signals import VideoSignals
 from pipelines.stats import DatasetStats, VideoSummary
 from schemas.metadata import DEAD_LETTER_FILE
 from schemas.spec import TargetSpec, WindowSpec
 
 RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
+SIGNALS = "signals"
 SEGMENT, PART = "segment", "part"
 Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
 SHARD_BLOCK = 32  # consecutive records of a bundle written to the same shard
@@ -217,18 +220,21 @@ class _PlanDecodeFn(_VideoFn):
 
 class _DecodeWindowsFn(_VideoFn):
     def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
-                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop", source_fps: float = 0.0):
+                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop", source_fps: float = 0.0,
+                 signals: bool = False):
         self.args = (spec, resize, horizon, timeout)
         self.threads, self.limits, self.decoder, self.short_videos = threads, limits, decoder, short_videos
-        self.source_fps = source_fps
+        self.source_fps, self.signals = source_fps, signals
 
     def process(self, seg: Segment):
         for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
                                  limits=self.limits, decoder=self.ffmpeg, short_videos=self.short_videos,
-                                 source_fps=self.source_fps):
+                                 source_fps=self.source_fps, signals=self.signals):
             if isinstance(out, DeadLetter):
                 self.dead.inc()
                 yield DEAD_LETTER, out
+            elif isinstance(out, VideoSignals):
+                yield SIGNALS, out
             else:
                 yield WINDOW, out
 
@@ -252,25 +258,28 @@ class DecodeWindows(beam.PTransform):
       short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
         gives one window with its last frame repeated (VideoWindow.padded_frames).
       source_fps: frame folders (VideoRef.frames_root): the rate their frames were taken at.
+      signals: also return each segment's drift signal sums (pipelines/signals.py).
 
     Returns:
-      {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}.
+      {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}, and with
+      `signals` "signals": PCollection[VideoSignals], one per decoded segment.
     """
 
     def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
                  timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
                  segment_seconds: float = 0.0, decoder: Optional[str] = None, short_videos: str = "drop",
-                 source_fps: float = 0.0):
+                 source_fps: float = 0.0, signals: bool = False):
         super().__init__()
         limits, decoder = limits or ProbeLimits(), decoder or default_decoder()
         self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds, decoder)
         self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder, short_videos,
-                                   source_fps)
+                                   source_fps, signals)
+        self.kinds = (WINDOW, DEAD_LETTER, SIGNALS) if signals else (WINDOW, DEAD_LETTER)
 
     def expand(self, videos):
         planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")
         decoded = _split_by_kind(planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
-                                 | "Decode" >> beam.ParDo(self.fn), (WINDOW, DEAD_LETTER))
+                                 | "Decode" >> beam.ParDo(self.fn), self.kinds)
         decoded[DEAD_LETTER] = (planned[DEAD_LETTER], decoded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
         return decoded
 
@@ -390,8 +399,8 @@ class WriteMetadata(beam.PTransform):
     "dead_files": PCollection[str], "shards/<split>": PCollection[str] per split}, and optionally
     "manifest": PCollection[row dict] (pipelines/manifest.py), one per input video. The sinks'
     outputs are side inputs, so this step cannot start before every sink has finished; it then
-    lists and counts the shards on disk, writes videos.parquet and the leakage audit (when
-    given rows), and writes metadata.json.
+    lists and counts the shards on disk, writes videos.parquet, drift_reference.json and the
+    leakage audit (when given rows), and writes metadata.json.
 
     Args:
       static: {video_id: {"size", "mtime", "group", "label", "split"}} for the manifest rows.
@@ -422,6 +431,7 @@ class WriteMetadata(beam.PTransform):
             if has_rows:
                 rows = complete_rows(list(rows), static)
                 write_manifest(rows, output_dir)
+                write_reference(rows, output_dir)  # before metadata.json: published with it
                 extra = {"leakage": audit(rows), "manifest": MANIFEST_FILE}
             meta = build_metadata(output_dir, spec, target, config, fingerprint, splits, stats, dead_counts, decoder,
                                   provenance=prov, **extra)

@@ -5,6 +5,8 @@ EXPORT_DIR/
   metadata.json                the dataset's metadata (spec, target, stats) the model was trained on
   model_card.json              architecture, parameters, training config, fingerprint, metrics, timings
   model.keras                  the Keras model, for fine-tuning and warm starts
+  drift_reference.json         the dataset's per-video signal histograms of its training split,
+                               when the dataset has one (predict's drift check; pipelines/drift.py)
 
 Signatures (the first two return {PREDICTION: ...}):
   serving_default(frames: uint8 [batch, T, H, W, C])
@@ -31,6 +33,7 @@ EXAMPLES_INPUT = "examples"
 PREDICTION = "prediction"
 MODEL_CARD_FILE = "model_card.json"
 KERAS_FILE = "model.keras"
+DRIFT_REFERENCE_FILE = "drift_reference.json"  # also in the dataset directory, beside metadata.json
 
 
 def check_export_dir(export_dir: str) -> None:

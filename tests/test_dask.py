@@ -74,7 +74,8 @@ def assert_same_dataset(out, reference):
     with open(os.path.join(out, "dead_letter.jsonl")) as f:
         assert [json.loads(line)["video_id"] for line in f] == ["broken.mp4"]
     # nothing temporary left: no beam-temp-* under the dataset, no staging dir beside it
-    assert sorted(os.listdir(out)) == ["dead_letter.jsonl", "metadata.json", "train", "validation", "videos.parquet"]
+    assert sorted(os.listdir(out)) == ["dead_letter.jsonl", "drift_reference.json", "metadata.json", "train",
+                                       "validation", "videos.parquet"]
     for split in ("train", "validation"):
         assert all(n.startswith("part-") for n in os.listdir(os.path.join(out, split)))
     assert not [n for n in os.listdir(os.path.dirname(out)) if n.startswith(".")]

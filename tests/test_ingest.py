@@ -151,8 +151,8 @@ def test_metadata_describes_the_run_and_nothing_is_left_beside_it(regression_run
     assert meta.config["task"] == "regression" and meta.config["splits"] == [0.5, 0.25, 0.25]
     assert len(meta.fingerprint) == 64 and meta.created
     assert sorted(os.listdir(corpus)) == ["labels.csv", "out_regression", "videos"]  # no staging dir
-    assert sorted(os.listdir(out)) == ["dead_letter.jsonl", "metadata.json", "test", "train", "validation",
-                                       "videos.parquet"]
+    assert sorted(os.listdir(out)) == ["dead_letter.jsonl", "drift_reference.json", "metadata.json", "test", "train",
+                                       "validation", "videos.parquet"]
     for split in meta.splits:  # no Beam temp files
         assert all(f.startswith("part-") for f in os.listdir(os.path.join(out, split)))
 

@@ -123,8 +123,9 @@ def test_rerun_refuses_without_overwrite_and_replaces_whole_with_it(corpus, caps
     meta = DatasetMetadata.load(out)
     listed = {s["path"] for info in meta.splits.values() for s in info["shards"]}
     # only the new run's files: one shard per split, none of the three old train shards
-    assert set(new) == listed | {"metadata.json", "dead_letter.jsonl", "videos.parquet"} and len(listed) == 2
-    assert not set(new) & (set(old) - {"metadata.json", "dead_letter.jsonl", "videos.parquet"})
+    files = {"metadata.json", "dead_letter.jsonl", "videos.parquet", "drift_reference.json"}
+    assert set(new) == listed | files and len(listed) == 2
+    assert not set(new) & (set(old) - files)
     assert meta.spec.frames == 3 and validate_run(out)[0] == 0
     assert not [n for n in os.listdir(corpus) if n.startswith(".rerun")]  # no staging left behind
 

@@ -203,7 +203,8 @@ def test_ingest_writes_the_same_dataset_with_and_without_segments(clips, tmp_pat
     assert a.stats == b.stats and a.splits["train"]["windows"] == b.splits["train"]["windows"]
     assert a.stats["frames_decoded"] == 2 * SECONDS * FPS and a.stats["partial_videos"] == 0
     assert a.fingerprint == b.fingerprint  # segmenting does not change the data
-    assert sorted(os.listdir(split)) == ["dead_letter.jsonl", "metadata.json", "train", "videos.parquet"]
+    assert sorted(os.listdir(split)) == ["dead_letter.jsonl", "drift_reference.json", "metadata.json", "train",
+                                         "videos.parquet"]
 
 
 def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
@@ -213,6 +214,7 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     from apache_beam.testing.util import assert_that, equal_to
 
     from pipelines.beam_options import local_runner
+    from pipelines.signals import VideoSignals
     from pipelines.probe import ProbeLimits
     from pipelines.records import plan_decode, video_windows
     from pipelines.transforms import DecodeWindows, ReadVideos
@@ -226,6 +228,12 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     parts = [key(w) for s in segments for w in video_windows(s, SPEC, horizon=2)]
     whole = [key(w) for w in video_windows(video, SPEC, horizon=2)]
     assert sorted(parts) == sorted(whole) and len(whole) == len(range(0, SECONDS * FPS - 5, 3))
+    # the drift signals' sums of the segments add up to the whole decode's, exactly
+    signals = [out for s in segments for out in video_windows(s, SPEC, horizon=2, signals=True)
+               if isinstance(out, VideoSignals)]
+    alone = [out for out in video_windows(video, SPEC, horizon=2, signals=True) if isinstance(out, VideoSignals)]
+    assert len(signals) == 6 and len(alone) == 1 and alone[0].sums[0] == SECONDS * FPS * H * W
+    assert tuple(sum(v) for v in zip(*[s.sums for s in signals])) == alone[0].sums
     # the same through the Beam transform, segments spread by its reshuffle
     with test_pipeline.TestPipeline(runner=local_runner()) as p:
         out = p | ReadVideos([video]) | DecodeWindows(SPEC, horizon=2, segment_seconds=SEGMENT_SECONDS)

@@ -1,4 +1,4 @@
-"""WORKDIR/export/: the SavedModel, its three signatures, metadata.json, model_card.json, model.keras.
+"""WORKDIR/export/: the SavedModel, its signatures, metadata.json, model_card.json, model.keras, drift_reference.json.
 
 The layout is the contract in schemas/export.py. Everything is written to a temporary folder
 beside the target and swapped in only when complete, so a failed export (a full disk, a kill)
@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from schemas import features as fk
 from schemas.codec import RecordCodec
-from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_INPUT, EXAMPLES_SIGNATURE,
+from schemas.export import (DRIFT_REFERENCE_FILE, EMBED_SIGNATURE, EMBEDDING, EXAMPLES_INPUT, EXAMPLES_SIGNATURE,
                             FRAMES_INPUT, KERAS_FILE, MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE,
                             check_export_dir)
 from schemas.metadata import METADATA_FILE, DatasetMetadata
@@ -66,7 +66,8 @@ def export_model(model: keras.Model, meta: DatasetMetadata, data_dir: str, expor
     Args:
       model: the trained model.
       meta: the dataset metadata (copied beside the SavedModel as metadata.json).
-      data_dir: the dataset directory the metadata came from.
+      data_dir: the dataset directory the metadata came from; its drift_reference.json, when it
+        has one, is copied too (predict compares new videos with it).
       export_dir: the destination, e.g. WORKDIR/export.
       card: the model card (written as model_card.json).
 
@@ -79,6 +80,8 @@ def export_model(model: keras.Model, meta: DatasetMetadata, data_dir: str, expor
     try:
         write_saved_model(model, meta, tmp)
         shutil.copyfile(os.path.join(data_dir, METADATA_FILE), os.path.join(tmp, METADATA_FILE))
+        if os.path.exists(os.path.join(data_dir, DRIFT_REFERENCE_FILE)):
+            shutil.copyfile(os.path.join(data_dir, DRIFT_REFERENCE_FILE), os.path.join(tmp, DRIFT_REFERENCE_FILE))
         model.save(os.path.join(tmp, KERAS_FILE))
         # The card goes last: check_export_dir treats a folder with it as finished.
         with open(os.path.join(tmp, MODEL_CARD_FILE), "w", encoding="utf-8") as f:
