@@ -103,4 +103,5 @@ def test_ingest_runs_through_build_pipeline_on_a_test_pipeline(tmp_path):
     data = read_dataset(str(tmp_path / "ds"))
     starts = sorted((r["video_id"], r["start_frame"]) for r in data["train"])
     assert starts == [("a.mkv", s) for s in (0, 2)] + [("b.mkv", 0)]
-    assert sorted(os.listdir(tmp_path / "ds")) == ["dead_letter.jsonl", "metadata.json", "train", "videos.parquet"]
+    assert sorted(os.listdir(tmp_path / "ds")) == ["dead_letter.jsonl", "drift_reference.json", "metadata.json", "train",
+                                                 "videos.parquet"]
