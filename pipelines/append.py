@@ -233,7 +233,8 @@ def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new
     paths = {r.video_id: r.path for r in plan.videos}
     kept = [{**row, "path": paths[vid], **{k: plan.static[vid].get(k) for k in (
         "size", "mtime", "group", "label", "label_hash")}} for vid, row in changes.unchanged.items()]
-    fresh = complete_rows([ManifestRow(v) for v in new_rows] + [dead_row(d) for d in plan.rejected], plan.static)
+    fresh = [*({**r, "generation": generation} for r in complete_rows([ManifestRow(v) for v in new_rows], plan.static)),
+             *complete_rows([dead_row(d) for d in plan.rejected], plan.static)]
     rows = sorted(kept + changes.kept_missing + fresh, key=lambda r: (r["path"], r["video_id"], r["status"]))
     still_dead = {r["video_id"] for r in kept + changes.kept_missing if r.get("status") == "dead"}
     lines = [line for line in store.read_old_dead_letters(staging.final)
@@ -272,6 +273,23 @@ def summary(plan: ingest.IngestPlan, changes: Changes, meta: DatasetMetadata, se
     if changes.kept_missing:
         head.append(f"  {len(changes.kept_missing)} of the unchanged: no longer in the input, kept (--keep-missing)")
     return "\n".join(head + lines)
+
+
+def config_key(config: IngestConfig) -> str:
+    """A name for the datasets of one ingest configuration (its data settings but the labels):
+    `clipforge retrain` keeps one growing dataset per key under ROOT/datasets/."""
+    settings = {k: v for k, v in config.to_dict(data_only=True).items() if k not in MAY_CHANGE}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def decoded_last(directory: str) -> int:
+    """How many videos the run that made DIRECTORY's current generation decoded (every listed one
+    for a fresh ingest; the manifest's `generation` column says which for an append)."""
+    meta = out_dir.load_metadata(directory)
+    rows = store.manifest_rows(directory)
+    if not meta.generation:
+        return sum(1 for r in rows if r.get("kind") not in LISTING_KINDS)
+    return sum(1 for r in rows if r.get("generation") == meta.generation)
 
 
 def run(config: IngestConfig, options, start: float) -> int:

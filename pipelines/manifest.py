@@ -21,7 +21,7 @@ STATS_COLUMNS = ("pixel_count", "pixel_sum", "pixel_sumsq", "target_sum", "targe
                  "unlabelled_windows", "padded_windows")
 COLUMNS = ("video_id", "path", "split", "group", "label", "sha256", "size", "mtime", "format", "codec", "width",
            "height", "rotation", "sar", "source_fps", "vfr", "duration", "frames", "windows", "status", "kind",
-           "reason", "frame_gaps", "label_hash", "signature", *STATS_COLUMNS)
+           "reason", "frame_gaps", "label_hash", "signature", *STATS_COLUMNS, "generation")
 FACTS = ("format", "codec", "width", "height", "rotation", "sar", "source_fps", "vfr", "duration", "frame_gaps")
 
 
@@ -95,7 +95,7 @@ def write_manifest(rows: list[dict], work: str) -> str:
                         ("pixel_sum", pa.list_(pa.int64())), ("pixel_sumsq", pa.list_(pa.int64())),
                         ("target_sum", pa.list_(pa.float64())), ("target_sumsq", pa.list_(pa.float64())),
                         ("class_hist", pa.list_(pa.int64())), ("unlabelled_windows", pa.int64()),
-                        ("padded_windows", pa.int64())])
+                        ("padded_windows", pa.int64()), ("generation", pa.int64())])
     # a non-UTF-8 file name (surrogate escapes) is stored with the escapes replaced
     clean = [{k: _text(r.get(k)) for k in COLUMNS} for r in rows]
     for r in clean:  # a signature is () for a video that has none; tuples of stats are lists to Arrow
