@@ -129,8 +129,8 @@ def summary_of(row: dict) -> VideoSummary:
     return VideoSummary(
         video_id=row["video_id"], split=row["split"], windows=int(row.get("windows") or 0),
         frames_decoded=int(row.get("frames") or 0), unlabelled_windows=int(row.get("unlabelled_windows") or 0),
-        padded_windows=int(row.get("padded_windows") or 0), partial=row.get("reason") or "" if row.get(
-            "kind") == "partial" else "", pixel_count=int(row.get("pixel_count") or 0),
+        padded_windows=int(row.get("padded_windows") or 0),
+        partial=(row.get("reason") or "") if row.get("kind") == "partial" else "", pixel_count=int(row.get("pixel_count") or 0),
         **{k: tuple(row.get(k) or ()) for k in STATS_COLUMNS if k not in (
             "pixel_count", "unlabelled_windows", "padded_windows")})
 
@@ -322,15 +322,15 @@ def run(config: IngestConfig, options, start: float) -> int:
                              f"not the build that decoded the dataset ({meta.decoder.get('version')!r})")
         changes = classify(plan, rows, config.keep_missing)
         check_splits(plan, changes, rows)
+        generation = meta.generation + 1
+        old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
+        drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed),
+                                       *(r.video_id for r in changes.changed)] if v in old_ok}
+        affected = _affected_shards(meta, final, drop)
+        staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
     except (ConfigError, SetupError) as e:
         print(f"clipforge ingest: error: {e}", file=sys.stderr)
         return 2
-    generation = meta.generation + 1
-    old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
-    drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed), *(r.video_id for r in changes.changed)]
-            if v in old_ok}
-    affected = _affected_shards(meta, final, drop)
-    staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
     try:
         new_rows, new_dead = [], []
         refs = changes.to_decode
@@ -344,6 +344,5 @@ def run(config: IngestConfig, options, start: float) -> int:
         if staging.local:
             out_dir.discard(staging)
         raise
-    # new videos' manifest rows: [r for r in new_rows if r["status"] == "ok"] (drift compares these)
     print(summary(plan, changes, out_dir.load_metadata(final), time.time() - start))
     return 0
