@@ -81,7 +81,8 @@ def corpus(tmp_path):
         videos.make_video(str(tmp_path / "all" / name), frames=n)
     for name in FIRST:
         shutil.copy2(tmp_path / "all" / name, tmp_path / "in" / name)
-    labels = write_labels(tmp_path / "labels.csv", {v: i * 0.5 for i, v in enumerate(CLIPS)})
+    videos.text_file(str(tmp_path / "in" / "bad.mp4"))  # dead-lettered once, never decoded again
+    labels = write_labels(tmp_path / "labels.csv", {**{v: i * 0.5 for i, v in enumerate(CLIPS)}, "bad.mp4": 1.0})
     rc, out = ingest("--input", str(tmp_path / "in"), "--labels", labels, "--output", str(tmp_path / "ds"), *FLAGS)
     assert rc == 0, out
     return tmp_path, labels
@@ -107,10 +108,12 @@ def test_append_half_to_half_equals_a_fresh_ingest_and_keeps_old_shards(corpus):
     add_rest(root)
     rc, out = ingest("--input", str(root / "in"), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
     assert rc == 0, out
-    assert "decoded 4 new, 0 changed, 0 removed, 4 unchanged (not decoded)" in out
+    assert "decoded 4 new, 0 changed, 0 removed, 5 unchanged (not decoded)" in out
     assert_same_dataset(ds, fresh_ingest(root, labels))
     meta = DatasetMetadata.load(str(ds))
-    assert meta.generation == 1
+    assert meta.generation == 1 and meta.dead_letter["count"] == 1
+    assert [json.loads(line)["video_id"] for line in open(ds / "dead_letter.jsonl")] == ["bad.mp4"]
+    assert manifest(ds)["bad.mp4"]["generation"] is None and manifest(ds)["v1.mkv"]["generation"] == 1
     listed = {s["path"] for i in meta.splits.values() for s in i["shards"]}
     # the old shards are the same files (hard links of the same inodes), the new ones are named by generation
     assert set(old) <= listed
@@ -118,7 +121,7 @@ def test_append_half_to_half_equals_a_fresh_ingest_and_keeps_old_shards(corpus):
     assert all("/part-g0001-" in "/" + p for p in listed - set(old)) and listed - set(old)
     # a second append with nothing new decodes nothing and changes no window
     rc, out = ingest("--input", str(root / "in"), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
-    assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 8 unchanged (not decoded)" in out, out
+    assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 9 unchanged (not decoded)" in out, out
     assert_same_dataset(ds, root / "fresh")
     assert not [n for n in os.listdir(root) if n.startswith(".ds.tmp-")]
 
@@ -131,12 +134,12 @@ def test_changed_removed_relabelled_and_touched_videos(corpus):
     videos.write_frames(str(inp / "v0.mkv"), videos.index_frames(9)[::-1].copy(), fps=10)  # other bytes
     os.remove(inp / "v1.mkv")
     os.utime(inp / "v2.mkv", (1e9, 1e9))  # only the mtime: the sha256 says it is the same file
-    targets = {v: i * 0.5 for i, v in enumerate(CLIPS) if v != "v1.mkv"}
+    targets = {**{v: i * 0.5 for i, v in enumerate(CLIPS) if v != "v1.mkv"}, "bad.mp4": 1.0}
     targets["v3.mkv"] = 42.0  # new label rows, same bytes
     labels = write_labels(root / "labels2.csv", targets)
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
     assert rc == 0, out
-    assert "decoded 0 new, 2 changed, 1 removed, 5 unchanged (not decoded)" in out
+    assert "decoded 0 new, 2 changed, 1 removed, 6 unchanged (not decoded)" in out
     assert "1 of the changed: same bytes, new label rows" in out
     fresh = fresh_ingest(root, labels)
     assert_same_dataset(ds, fresh)
@@ -146,12 +149,12 @@ def test_changed_removed_relabelled_and_touched_videos(corpus):
     kept = {k: v for k, v in windows(ds).items() if k[0] == "v4.mkv"}
     os.remove(inp / "v4.mkv")
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", "--keep-missing", *FLAGS)
-    assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 7 unchanged (not decoded)" in out, out
+    assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 8 unchanged (not decoded)" in out, out
     assert kept and {k: v for k, v in windows(ds).items() if k[0] == "v4.mkv"} == kept
     assert "v4.mkv" in manifest(ds)
     # without it, the next append removes it: the dataset is a fresh ingest of what is left
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
-    assert rc == 0 and "decoded 0 new, 0 changed, 1 removed, 6 unchanged (not decoded)" in out, out
+    assert rc == 0 and "decoded 0 new, 0 changed, 1 removed, 7 unchanged (not decoded)" in out, out
     assert_same_dataset(ds, fresh_ingest(root, labels, "fresh2"))
 
 
@@ -186,7 +189,7 @@ def test_killed_append_leaves_the_dataset_as_it_was(corpus):
     # a 10-minute clip at 1 fps resampled to 10 fps: 6,000 frames, long enough to be caught mid-decode
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=1",
                     "-t", "600", "-c:v", "ffv1", "-pix_fmt", "gray", str(inp / "slow.mkv")], check=True)
-    write_labels(labels, {**{v: i * 0.5 for i, v in enumerate(CLIPS)}, "slow.mkv": 1.0})
+    write_labels(labels, {**{v: i * 0.5 for i, v in enumerate(CLIPS)}, "bad.mp4": 1.0, "slow.mkv": 1.0})
     before = snapshot(ds)
     proc = start_ingest(["--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS,
                          "--video-timeout", "600"], root / "append.log")
@@ -202,7 +205,7 @@ def test_killed_append_leaves_the_dataset_as_it_was(corpus):
     assert snapshot(ds) == before and validate.validate_dataset(str(ds), log=lambda *_: None) == []
     os.remove(inp / "slow.mkv")
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
-    assert rc == 0 and "decoded 4 new, 0 changed, 0 removed, 4 unchanged (not decoded)" in out, out
+    assert rc == 0 and "decoded 4 new, 0 changed, 0 removed, 5 unchanged (not decoded)" in out, out
     assert "staging left by a killed run" in out
     assert not [n for n in os.listdir(root) if n.startswith(".ds.tmp-")]
     assert_same_dataset(ds, fresh_ingest(root, labels))
@@ -222,7 +225,7 @@ def test_append_killed_while_publishing_is_put_back(corpus):
     add_rest(root)
     rc, out = ingest("--input", str(root / "in"), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
     assert rc == 0 and f"restored {ds}" in out, out
-    assert "decoded 4 new, 0 changed, 0 removed, 4 unchanged (not decoded)" in out
+    assert "decoded 4 new, 0 changed, 0 removed, 5 unchanged (not decoded)" in out
     assert set(before) - {"metadata.json", "videos.parquet", "dead_letter.jsonl"} <= set(snapshot(ds))
     assert not [n for n in os.listdir(root) if n.startswith(".ds.tmp-")]
 
@@ -236,5 +239,5 @@ def test_append_through_the_cli_on_dask(corpus):
                           labels, "--output", str(root / "ds"), "--append", *FLAGS, "--runner", "dask"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "decoded 4 new, 0 changed, 0 removed, 4 unchanged (not decoded)" in out.stdout
+    assert "decoded 4 new, 0 changed, 0 removed, 5 unchanged (not decoded)" in out.stdout
     assert_same_dataset(root / "ds", fresh_ingest(root, labels))
