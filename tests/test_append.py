@@ -241,3 +241,36 @@ def test_append_through_the_cli_on_dask(corpus):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "decoded 4 new, 0 changed, 0 removed, 5 unchanged (not decoded)" in out.stdout
     assert_same_dataset(root / "ds", fresh_ingest(root, labels))
+
+
+def test_append_to_a_remote_dataset_commits_by_metadata_and_recovers(corpus):
+    """A dataset behind a URL scheme (tests/remote_fs.py) takes the gs:// path: no directory rename,
+    new files first, metadata.json as the commit, then the manifest moved into place."""
+    from tests import remote_fs
+    root, labels = corpus
+    inp, local = root / "in", root / "remote"
+    ds = remote_fs.url(local)
+    rc, out = ingest("--input", str(inp), "--labels", labels, "--output", ds, *FLAGS)
+    assert rc == 0, out
+    add_rest(root)
+    os.remove(inp / "v0.mkv")  # its shard holds no other video: rewritten to nothing, dropped
+    # what a killed, uncommitted append of generation 1 leaves: a shard no metadata.json lists, a scratch dir
+    stray = local / "train" / "part-g0001-00000-of-00001.tfrecord"
+    stray.write_bytes(b"half a shard")
+    (local / ".append-g0001").mkdir()
+    (local / ".append-g0001" / "rows.pickle").write_bytes(b"")
+    rc, out = ingest("--input", str(inp), "--labels", labels, "--output", ds, "--append", *FLAGS)
+    assert rc == 0 and "decoded 4 new, 0 changed, 1 removed, 4 unchanged (not decoded)" in out, out
+    assert stray.read_bytes() != b"half a shard" and not list((local / ".append-g0001").iterdir())
+    assert_same_dataset(local, fresh_ingest(root, labels))
+    on_disk = {os.path.relpath(os.path.join(d, f), local) for d, _, fs in os.walk(local) for f in fs}
+    listed = {s["path"] for i in DatasetMetadata.load(str(local)).splits.values() for s in i["shards"]}
+    assert on_disk == listed | {"metadata.json", "videos.parquet", "dead_letter.jsonl"}
+    # killed after its metadata.json (the commit), before the manifest was moved into place: the next
+    # append finishes that first, so it knows the videos generation 1 decoded
+    new_manifest = (local / "videos.parquet").read_bytes()
+    (local / ".append-g0001" / "videos.parquet").write_bytes(new_manifest)
+    (local / "videos.parquet").write_bytes(b"stale")
+    rc, out = ingest("--input", str(inp), "--labels", labels, "--output", ds, "--append", *FLAGS)
+    assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 8 unchanged (not decoded)" in out, out
+    assert_same_dataset(local, root / "fresh")
