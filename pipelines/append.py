@@ -22,6 +22,7 @@ from pipelines.config import NON_DATA_FIELDS, SPLIT_NAMES, IngestConfig, SetupEr
 from pipelines.inputs import VideoRef, is_local
 from pipelines.leakage import audit
 from pipelines.manifest import MANIFEST_FILE, STATS_COLUMNS, ManifestRow, complete_rows, dead_row, summary_row
+from pipelines.retarget import Retargeter, candidates
 from pipelines.stats import DatasetStats, VideoSummary
 from pipelines.transforms import DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteShards
 from schemas.configs import ConfigError
@@ -38,8 +39,9 @@ class Changes:
     """What an append does to each video, decided from the manifest before any decode.
 
     Attributes:
-      new, changed: the refs to decode (changed: bytes or label rows differ; relabelled: ids of
-        the changed ones whose bytes are the same).
+      new, changed: the new refs and the changed ones (bytes or label rows differ).
+      relabelled: {video_id: old manifest row} of the changed ones whose bytes are the same.
+      retargeted: the relabelled ids whose windows get new targets without a decode (pipelines/retarget.py).
       unchanged: {video_id: old manifest row} kept as they are (decode outcome rows only).
       removed: old rows of videos no longer in the input (dropped unless --keep-missing).
       kept_missing: old rows of videos no longer in the input, kept (--keep-missing).
@@ -47,14 +49,15 @@ class Changes:
 
     new: list[VideoRef] = dataclasses.field(default_factory=list)
     changed: list[VideoRef] = dataclasses.field(default_factory=list)
-    relabelled: set[str] = dataclasses.field(default_factory=set)
+    relabelled: dict[str, dict] = dataclasses.field(default_factory=dict)
+    retargeted: set[str] = dataclasses.field(default_factory=set)
     unchanged: dict[str, dict] = dataclasses.field(default_factory=dict)
     removed: list[dict] = dataclasses.field(default_factory=list)
     kept_missing: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def to_decode(self) -> list[VideoRef]:
-        return sorted(self.new + self.changed, key=lambda r: r.path)
+        return sorted(self.new + [r for r in self.changed if r.video_id not in self.retargeted], key=lambda r: r.path)
 
     def summary_line(self) -> str:
         return (f"decoded {len(self.new)} new, {len(self.changed)} changed, {len(self.removed)} removed, "
@@ -105,7 +108,7 @@ def classify(plan: ingest.IngestPlan, rows: list[dict], keep_missing: bool) -> C
         else:
             out.changed.append(ref)
             if same:
-                out.relabelled.add(ref.video_id)
+                out.relabelled[ref.video_id] = row
     for vid, row in old.items():
         if vid not in listed:
             (out.kept_missing if keep_missing and vid not in present else out.removed).append(row)
@@ -178,14 +181,20 @@ def _shard_counts(plan: ingest.IngestPlan, refs: list[VideoRef]) -> dict[str, in
     return dict(zip(names, counts))
 
 
-def _affected_shards(meta: DatasetMetadata, final: str, drop: dict[str, str]) -> dict[str, str]:
-    """{shard path: split} of the old shards that hold a record of a video in DROP ({id: split})."""
+def _affected_shards(meta: DatasetMetadata, final: str, drop: dict[str, str], retarget: Retargeter) -> dict[str, str]:
+    """{shard path: split} of the old shards that hold a record of a video in DROP ({id: split});
+    the records of retarget candidates are checked against the new labels on the way."""
     out = {}
     for split in sorted(set(drop.values())):
         ids = {v for v, s in drop.items() if s == split}
         for shard in meta.splits.get(split, {}).get("shards", []):
-            if shard["records"] and store.video_ids_in(f"{final.rstrip('/')}/{shard['path']}", meta.compression) & ids:
-                out[shard["path"]] = split
+            if not shard["records"]:
+                continue
+            for vid, record in store.read_records(f"{final.rstrip('/')}/{shard['path']}", meta.compression):
+                if vid in ids:
+                    out[shard["path"]] = split
+                    if vid in retarget.ids:
+                        retarget.scan(vid, record)
     return out
 
 
@@ -204,21 +213,34 @@ def _new_shards(work: str, num_shards: dict[str, int], compression: str, generat
 
 
 def _rewritten_shards(final: str, work: str, affected: dict[str, str], drop: set[str], compression: str,
-                      generation: int) -> dict[str, list]:
-    """Copies each affected old shard without the records of the videos in DROP, under a new name."""
+                      generation: int, retarget: Retargeter) -> dict[str, list]:
+    """Copies each affected old shard without the records of the videos in DROP, under a new name;
+    the records of retargeted videos go, with their new targets, to one more shard per split."""
     out = {}
     suffix = out_dir.shard_suffix(compression)
+    gen = f"{out_dir.SHARD_PREFIX}-g{generation:04d}"
+    retargeted = {split: store.LazyShard(f"{work.rstrip('/')}/{split}/{gen}-t00000-of-00001{suffix}", compression)
+                  for split in sorted(set(affected.values()))}
     for i, (path, split) in enumerate(sorted(affected.items())):
-        rel = f"{split}/{out_dir.SHARD_PREFIX}-g{generation:04d}-r{i:05d}-of-{len(affected):05d}{suffix}"
-        kept = store.rewrite_shard(f"{final.rstrip('/')}/{path}", f"{work.rstrip('/')}/{rel}", drop, compression)
+        rel = f"{split}/{gen}-r{i:05d}-of-{len(affected):05d}{suffix}"
+
+        def dropped(vid, record, split=split):
+            if vid in retarget.ids:
+                retargeted[split].write(retarget.rewrite(vid, record))
+
+        kept = store.rewrite_shard(f"{final.rstrip('/')}/{path}", f"{work.rstrip('/')}/{rel}", drop, compression,
+                                   dropped)
         if kept:
             out.setdefault(split, []).append({"path": rel, "records": kept})
+    for split, shard in retargeted.items():
+        if shard.close():
+            out.setdefault(split, []).append({"path": out_dir.relative(shard.path, work), "records": shard.records})
     return out
 
 
 def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new_rows: list[dict], new_dead: list,
            affected: dict[str, str], drop: dict[str, str], staging: out_dir.Staging, generation: int,
-           num_shards: dict[str, int]) -> tuple[DatasetMetadata, list[dict], list[str]]:
+           num_shards: dict[str, int], retarget: Retargeter) -> tuple[DatasetMetadata, list[dict], list[str]]:
     """The new generation: its metadata.json, manifest rows and dead-letter lines, its shards written.
 
     Stats are summed again from every kept video's manifest row (exact integer pixel sums), so
@@ -226,13 +248,15 @@ def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new
     """
     comp = meta.compression
     shards = {name: [s for s in info["shards"] if s["path"] not in affected] for name, info in meta.splits.items()}
-    for extra in (_rewritten_shards(staging.final, staging.work, affected, set(drop), comp, generation),
+    for extra in (_rewritten_shards(staging.final, staging.work, affected, set(drop), comp, generation, retarget),
                   _new_shards(staging.work, num_shards, comp, generation)):
         for split, listed in extra.items():
             shards.setdefault(split, []).extend(listed)
     paths = {r.video_id: r.path for r in plan.videos}
     kept = [{**row, "path": paths[vid], **{k: plan.static[vid].get(k) for k in (
         "size", "mtime", "group", "label", "label_hash")}} for vid, row in changes.unchanged.items()]
+    kept += [{**changes.relabelled[vid], "path": paths[vid], **{k: plan.static[vid].get(k) for k in (
+        "size", "mtime", "group", "label", "label_hash")}, **retarget.sums(vid)} for vid in sorted(changes.retargeted)]
     fresh = [*({**r, "generation": generation} for r in complete_rows([ManifestRow(v) for v in new_rows], plan.static)),
              *complete_rows([dead_row(d) for d in plan.rejected], plan.static)]
     rows = sorted(kept + changes.kept_missing + fresh, key=lambda r: (r["path"], r["video_id"], r["status"]))
@@ -269,7 +293,8 @@ def summary(plan: ingest.IngestPlan, changes: Changes, meta: DatasetMetadata, se
     head = [f"clipforge ingest --append: {changes.summary_line()} in {seconds:.1f}s -> {plan.config.output} "
             f"(generation {meta.generation})"]
     if changes.relabelled:
-        head.append(f"  {len(changes.relabelled)} of the changed: same bytes, new label rows")
+        head.append(f"  {len(changes.relabelled)} of the changed: same bytes, new label rows; "
+                    f"{len(changes.retargeted)} of them rewritten with the new targets without decoding")
     if changes.kept_missing:
         head.append(f"  {len(changes.kept_missing)} of the unchanged: no longer in the input, kept (--keep-missing)")
     return "\n".join(head + lines)
@@ -326,7 +351,11 @@ def run(config: IngestConfig, options, start: float) -> int:
         old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
         drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed),
                                        *(r.video_id for r in changes.changed)] if v in old_ok}
-        affected = _affected_shards(meta, final, drop)
+        old_rows = {r["video_id"]: r for r in rows if r.get("kind") not in LISTING_KINDS}
+        retarget = Retargeter(meta.spec, meta.target, plan.job.labels or {},
+                              candidates(set(changes.relabelled), old_rows, plan.job.labels, meta.target))
+        affected = _affected_shards(meta, final, drop, retarget)
+        changes.retargeted = set(retarget.ids)
         staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
     except (ConfigError, SetupError) as e:
         print(f"clipforge ingest: error: {e}", file=sys.stderr)
@@ -338,7 +367,7 @@ def run(config: IngestConfig, options, start: float) -> int:
         if refs:
             new_rows, new_dead = decode_new(plan, options, refs, staging.work, generation, num_shards)
         result = _merge(plan, meta, changes, new_rows, new_dead, affected, drop, staging, generation,
-                        num_shards)
+                        num_shards, retarget)
         store.commit(staging, *result)
     except BaseException:
         if staging.local:

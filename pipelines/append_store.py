@@ -87,41 +87,48 @@ def stage_local(final: str, keep_out: set[str]) -> out_dir.Staging:
     return out_dir.Staging(final, work)
 
 
-def video_ids_in(path: str, compression: str) -> set[str]:
-    """The video ids of a shard's records (read through FileSystems)."""
-    ids = set()
+def read_records(path: str, compression: str):
+    """Yields (video id, record) of a shard's records (read through FileSystems)."""
     with FileSystems.open(path, compression_type=out_dir.compression_type(compression)) as f:
         while (record := _TFRecordUtil.read_record(f)) is not None:
-            ids.add(_video_id(record))
-    return ids
+            yield parse_example(record)["video_id"][0].decode("utf-8", "surrogateescape"), record
 
 
-def _video_id(record: bytes) -> str:
-    return parse_example(record)["video_id"][0].decode("utf-8", "surrogateescape")
+class LazyShard:
+    """A shard file opened at its first record (an empty shard is never written)."""
+
+    def __init__(self, path: str, compression: str):
+        self.path, self.compression, self.records, self._f = path, compression, 0, None
+
+    def write(self, record: bytes) -> None:
+        if self._f is None:
+            if FileSystems.get_scheme(self.path) is None:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._f = FileSystems.create(self.path, compression_type=out_dir.compression_type(self.compression))
+        _TFRecordUtil.write_record(self._f, record)
+        self.records += 1
+
+    def close(self) -> int:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        return self.records
 
 
-def rewrite_shard(src: str, dest: str, drop: set[str], compression: str) -> int:
-    """Copies SRC's records to DEST, leaving out those of the videos in DROP; returns the records kept.
-
-    DEST is written only when a record is kept (an empty shard is left out of the dataset).
-    """
-    kept, out = 0, None
-    ctype = out_dir.compression_type(compression)
+def rewrite_shard(src: str, dest: str, drop: set[str], compression: str, dropped=None) -> int:
+    """Copies SRC's records to DEST, leaving out those of the videos in DROP (each handed to
+    DROPPED(video id, record) when given); returns the records kept. DEST is written only when a
+    record is kept (an empty shard is left out of the dataset)."""
+    out = LazyShard(dest, compression)
     try:
-        with FileSystems.open(src, compression_type=ctype) as f:
-            while (record := _TFRecordUtil.read_record(f)) is not None:
-                if _video_id(record) in drop:
-                    continue
-                if out is None:
-                    if FileSystems.get_scheme(dest) is None:
-                        os.makedirs(os.path.dirname(dest), exist_ok=True)
-                    out = FileSystems.create(dest, compression_type=ctype)
-                _TFRecordUtil.write_record(out, record)
-                kept += 1
+        for vid, record in read_records(src, compression):
+            if vid not in drop:
+                out.write(record)
+            elif dropped is not None:
+                dropped(vid, record)
     finally:
-        if out is not None:
-            out.close()
-    return kept
+        out.close()
+    return out.records
 
 
 def listed_shards(meta: DatasetMetadata) -> set[str]:

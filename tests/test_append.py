@@ -140,11 +140,15 @@ def test_changed_removed_relabelled_and_touched_videos(corpus):
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
     assert rc == 0, out
     assert "decoded 0 new, 2 changed, 1 removed, 6 unchanged (not decoded)" in out
-    assert "1 of the changed: same bytes, new label rows" in out
+    assert "1 of the changed: same bytes, new label rows; 1 of them rewritten with the new targets without " \
+        "decoding" in out
     fresh = fresh_ingest(root, labels)
     assert_same_dataset(ds, fresh)
     assert {t[2][0] for k, t in windows(ds).items() if k[0] == "v3.mkv"} == {42.0}
     assert manifest(ds)["v2.mkv"]["mtime"] == 1e9
+    listed = [s["path"] for i in DatasetMetadata.load(str(ds)).splits.values() for s in i["shards"]]
+    assert "test/part-g0002-t00000-of-00001.tfrecord" in listed  # v3's windows, retargeted
+    assert "ingest: v0.mkv:" in out and "ingest: v3.mkv:" not in out  # the workers' progress lines
     # --keep-missing: a video gone from the input keeps its windows and manifest row
     kept = {k: v for k, v in windows(ds).items() if k[0] == "v4.mkv"}
     os.remove(inp / "v4.mkv")
@@ -274,3 +278,36 @@ def test_append_to_a_remote_dataset_commits_by_metadata_and_recovers(corpus):
     rc, out = ingest("--input", str(inp), "--labels", labels, "--output", ds, "--append", *FLAGS)
     assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 8 unchanged (not decoded)" in out, out
     assert_same_dataset(local, root / "fresh")
+
+
+def test_relabelled_segments_retarget_or_fall_back_to_a_decode(tmp_path):
+    """New segment rows: a video whose windows all keep a label gets new targets without a decode; one
+    with a window the new rows leave uncovered is decoded again, as a fresh ingest would skip it."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name, n in CLIPS.items():
+        videos.make_video(str(inp / name), frames=n)
+
+    def segments(path, rows):
+        with open(path, "w") as f:
+            f.write("video,start,end,target\n" + "".join(f"{v},{a},{b},{t}\n" for v, a, b, t in rows))
+        return str(path)
+
+    rows = [(v, 0, 100, i) for i, v in enumerate(CLIPS)]
+    ds = tmp_path / "ds"
+    assert ingest("--input", str(inp), "--labels", segments(tmp_path / "a.csv", rows), "--output", str(ds), *FLAGS)[0] == 0
+    rows = [(v, a, b, t) for v, a, b, t in rows if v not in ("v5.mkv", "v6.mkv")]
+    rows += [("v5.mkv", 0, 0.6, 7.5), ("v6.mkv", 0, 0.45, 1.0), ("v6.mkv", 0.45, 100, 2.0)]
+    labels = segments(tmp_path / "b.csv", rows)
+    rc, out = ingest("--input", str(inp), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
+    assert rc == 0, out
+    assert "decoded 0 new, 2 changed, 0 removed, 6 unchanged (not decoded)" in out
+    assert "2 of the changed: same bytes, new label rows; 1 of them rewritten with the new targets" in out
+    assert "ingest: v5.mkv:" in out and "ingest: v6.mkv:" not in out
+    fresh = tmp_path / "fresh"
+    assert ingest("--input", str(inp), "--labels", labels, "--output", str(fresh), *FLAGS)[0] == 0
+    assert_same_dataset(ds, fresh)
+    got = windows(ds)
+    assert sorted((k[1], v[2][0]) for k, v in got.items() if k[0] == "v6.mkv") == \
+        [(0, 1.0), (2, 2.0), (4, 2.0), (6, 2.0), (8, 2.0)]
+    assert DatasetMetadata.load(str(ds)).stats["unlabelled_windows"] == 2  # v5's last two windows
