@@ -184,22 +184,23 @@ def test_forced_promotion_rollback_their_refusals_the_lock_and_status(next_frame
     assert retrain.run(["--config", cfg, "--status"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"blessed: {r1}") and "psnr" in out and "copy-last baseline" in out
-    rows = out.splitlines()[-2:]
+    rows = out.splitlines()[-3:]  # the fixture's third run (new videos appended) is not promoted either
     assert rows[0].split()[2:6] == [r1, "retrain", "PROMOTED", r1]
     assert rows[1].split()[2:5] == [r2, "retrain", "not"]
+    assert rows[2].split()[2:5] == [next_frame_runs["third"]["run_id"], "retrain", "not"]
 
     with run_lock(root):
         assert retrain.run(["--config", cfg, "--promote", r2]) == 3
         assert retrain.run(["--config", cfg, "--rollback"]) == 3
         assert capsys.readouterr().err.count("another retrain run holds") == 2
-    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 2
+    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 3
 
     for bad, message in (("nope", "no run 'nope' to promote"), ("../runs", "a run id is a directory name")):
         assert retrain.run(["--config", cfg, "--promote", bad]) == 2
         assert message in capsys.readouterr().err
     assert retrain.run(["--config", cfg, "--rollback"]) == 2
     assert f"nothing to roll back to: {r1} is the first blessed version" in capsys.readouterr().err
-    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 2
+    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 3
 
     # The human overrides the gate: the held-back run is blessed, recorded as forced, who and when.
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
