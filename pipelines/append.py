@@ -57,7 +57,8 @@ class Changes:
 
     @property
     def to_decode(self) -> list[VideoRef]:
-        return sorted(self.new + [r for r in self.changed if r.video_id not in self.retargeted], key=lambda r: r.path)
+        redo = [r for r in self.changed if r.video_id not in self.retargeted]
+        return sorted(self.new + redo, key=lambda r: r.path)
 
     def summary_line(self) -> str:
         return (f"decoded {len(self.new)} new, {len(self.changed)} changed, {len(self.removed)} removed, "
@@ -119,7 +120,8 @@ def check_splits(plan: ingest.IngestPlan, changes: Changes, rows: list[dict]) ->
     """Raises SetupError when the split rules now put a known video in another split: an append
     never moves a video (a changed labels `split`/`group` column or split list would)."""
     split_of = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok" and r.get("split")}
-    moved = [(v, split_of[v], plan.job.split_of(v)) for v in [*changes.unchanged, *(r.video_id for r in changes.changed)]
+    known = [*changes.unchanged, *(r.video_id for r in changes.changed)]
+    moved = [(v, split_of[v], plan.job.split_of(v)) for v in known
              if v in split_of and plan.job.split_of(v) != split_of[v]]
     if moved:
         listed = ", ".join(f"{v!r} {a} -> {b}" for v, a, b in moved[:5])
@@ -132,8 +134,8 @@ def summary_of(row: dict) -> VideoSummary:
     return VideoSummary(
         video_id=row["video_id"], split=row["split"], windows=int(row.get("windows") or 0),
         frames_decoded=int(row.get("frames") or 0), unlabelled_windows=int(row.get("unlabelled_windows") or 0),
-        padded_windows=int(row.get("padded_windows") or 0),
-        partial=(row.get("reason") or "") if row.get("kind") == "partial" else "", pixel_count=int(row.get("pixel_count") or 0),
+        padded_windows=int(row.get("padded_windows") or 0), pixel_count=int(row.get("pixel_count") or 0),
+        partial=(row.get("reason") or "") if row.get("kind") == "partial" else "",
         **{k: tuple(row.get(k) or ()) for k in STATS_COLUMNS if k not in (
             "pixel_count", "unlabelled_windows", "padded_windows")})
 

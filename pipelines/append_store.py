@@ -1,8 +1,8 @@
-"""Where an append writes: a staged copy of a local dataset swapped in whole, or a remote one committed by metadata.json.
+"""Where an append writes: a staged local copy swapped in whole, or a remote dataset committed by metadata.json.
 
-Local datasets: the new dataset is built in a hidden sibling directory (hard links to every old
-file the append keeps, new and rewritten shards, then videos.parquet, dead_letter.jsonl and
-metadata.json) and renamed into place, as `ingest --overwrite` publishes; until that rename the
+Local datasets: the new dataset is built in a hidden sibling directory (hard links to the old
+shards the append keeps, copies of other files, new and rewritten shards, then videos.parquet,
+dead_letter.jsonl and metadata.json) and renamed into place, as `ingest --overwrite` publishes; until that rename the
 old directory is untouched, so a killed append leaves it exactly as it was.
 
 Remote datasets (gs://...) have no directory rename: new and rewritten shards get names no

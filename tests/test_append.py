@@ -295,7 +295,8 @@ def test_relabelled_segments_retarget_or_fall_back_to_a_decode(tmp_path):
 
     rows = [(v, 0, 100, i) for i, v in enumerate(CLIPS)]
     ds = tmp_path / "ds"
-    assert ingest("--input", str(inp), "--labels", segments(tmp_path / "a.csv", rows), "--output", str(ds), *FLAGS)[0] == 0
+    first = segments(tmp_path / "a.csv", rows)
+    assert ingest("--input", str(inp), "--labels", first, "--output", str(ds), *FLAGS)[0] == 0
     rows = [(v, a, b, t) for v, a, b, t in rows if v not in ("v5.mkv", "v6.mkv")]
     rows += [("v5.mkv", 0, 0.6, 7.5), ("v6.mkv", 0, 0.45, 1.0), ("v6.mkv", 0.45, 100, 2.0)]
     labels = segments(tmp_path / "b.csv", rows)
