@@ -312,3 +312,38 @@ def test_relabelled_segments_retarget_or_fall_back_to_a_decode(tmp_path):
     assert sorted((k[1], v[2][0]) for k, v in got.items() if k[0] == "v6.mkv") == \
         [(0, 1.0), (2, 2.0), (4, 2.0), (6, 2.0), (8, 2.0)]
     assert DatasetMetadata.load(str(ds)).stats["unlabelled_windows"] == 2  # v5's last two windows
+
+
+def test_classification_relabel_is_retargeted_and_a_new_class_refused(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name, n in CLIPS.items():
+        videos.make_video(str(inp / name), frames=n)
+    flags = ["classification" if f == "regression" else f for f in FLAGS]
+
+    def labels(path, classes):
+        with open(path, "w") as f:
+            f.write("video,label\n" + "".join(f"{v},{c}\n" for v, c in zip(CLIPS, classes)))
+        return str(path)
+
+    ds = tmp_path / "ds"
+    assert ingest("--input", str(inp), "--labels", labels(tmp_path / "a.csv", "abababab"), "--output", str(ds),
+                  *flags)[0] == 0
+    relabelled = labels(tmp_path / "b.csv", "bbababab")  # v0: a -> b
+    rc, out = ingest("--input", str(inp), "--labels", relabelled, "--output", str(ds), "--append", *flags)
+    assert rc == 0 and "decoded 0 new, 1 changed, 0 removed, 7 unchanged (not decoded)" in out, out
+    assert "1 of them rewritten with the new targets without decoding" in out and "ingest: v0.mkv:" not in out
+    fresh = tmp_path / "fresh"
+    assert ingest("--input", str(inp), "--labels", relabelled, "--output", str(fresh), *flags)[0] == 0
+    assert windows_cls(ds) == windows_cls(fresh)
+    assert DatasetMetadata.load(str(ds)).stats == DatasetMetadata.load(str(fresh)).stats
+    before = snapshot(ds)
+    rc, out = ingest("--input", str(inp), "--labels", labels(tmp_path / "c.csv", "cbababab"), "--output", str(ds),
+                     "--append", *flags)
+    assert rc == 2 and "a new class" in out and "'classes': ['a', 'b', 'c']" in out, out
+    assert snapshot(ds) == before
+
+
+def windows_cls(directory) -> dict:
+    return {(r["video_id"], int(r["start_frame"])): (split, r["frames"].tobytes(), int(r["label"]))
+            for split, records in read_dataset(str(directory)).items() for r in records}
