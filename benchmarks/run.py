@@ -11,7 +11,7 @@ import time
 
 from benchmarks import ingest_bench
 
-SUITES = ("throughput", "baselines", "short", "rss", "storage", "input", "train")
+SUITES = ("throughput", "baselines", "short", "rss", "storage", "input", "train", "append")
 
 
 def baselines(workdir: str, seconds: float) -> dict:
@@ -83,6 +83,10 @@ def main(argv=None) -> int:
         out = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput"], capture_output=True, text=True)
         results["train"] = out.stdout[-4000:]
         print(out.stdout[-4000:], flush=True)
+    if "append" in suites:
+        from benchmarks import append_bench
+        results["append"] = append_bench.run(args.workdir)
+        print(json.dumps({"append": results["append"]}, indent=1), flush=True)
     with open(os.path.join(args.workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(f"results: {os.path.join(args.workdir, 'results.json')}")

@@ -49,8 +49,13 @@ class RetrainConfig:
         for key in ("input", "task"):
             if key not in self.ingest:
                 raise ConfigError(f"retrain config: ingest.{key} is required")
+        for key in ("append", "overwrite"):
+            if key in self.ingest:
+                raise ConfigError(f"retrain config: ingest.{key} is chosen by retrain (it appends to its dataset); "
+                                  "remove it")
         if "output" in self.ingest:
-            raise ConfigError("retrain config: ingest.output is chosen by retrain (root/datasets/<fingerprint>); remove it")
+            raise ConfigError("retrain config: ingest.output is chosen by retrain (root/datasets/<config key>); "
+                              "remove it")
         for key in ("data", "workdir"):
             if key in self.train:
                 raise ConfigError(f"retrain config: train.{key} is chosen by retrain; remove it")
@@ -118,18 +123,38 @@ def run_lock(root: str, timeout: float = 0.0, log=print, stale_after: float = 6 
 
 
 # ---------------- one run ----------------
-def _ingest(cfg: RetrainConfig, log) -> str:
-    from pipelines import ingest
-    argv = to_argv(cfg.ingest)
+def _ingest(cfg: RetrainConfig, log) -> tuple[str, int]:
+    """The run's dataset, ROOT/datasets/<config key>: one per ingest configuration, appended to as the
+    corpus grows (`ingest --append`), reused as it is when its inputs did not change.
+
+    Returns:
+      (the dataset directory, how many videos this run decoded).
+    """
+    from pipelines import append, ingest
+    from pipelines.config import parse_config
+    argv = to_argv({k: v for k, v in cfg.ingest.items() if k != "keep_missing"})
+    keep = ["--keep-missing"] if cfg.ingest.get("keep_missing") else []
     fp = ingest.dataset_fingerprint(argv)
-    data = os.path.join(cfg.root, "datasets", fp)
+    config, _ = parse_config([*argv, "--output", "unused"])
+    data = os.path.join(cfg.root, "datasets", append.config_key(config))
     if os.path.exists(os.path.join(data, METADATA_FILE)):
-        log(f"retrain: reusing finished dataset {data} (same inputs and ingest config)")
-        return data
-    log(f"retrain: ingesting into {data}")
+        with open(os.path.join(data, METADATA_FILE), encoding="utf-8") as f:
+            if json.load(f).get("fingerprint") == fp:
+                log(f"retrain: reusing finished dataset {data} (same inputs and ingest config)")
+                return data, 0
+        log(f"retrain: appending to {data} (inputs or labels changed)")
+        rc = ingest.run(argv + ["--output", data, "--append", *keep])
+        if rc == 0:
+            return data, append.decoded_last(data)
+        if rc != 2:
+            raise RetrainError("ingest --append failed; see its output above")
+        # refused before any work (e.g. another decoder build, a video's split would move): start afresh
+        log(f"retrain: the append was refused (see above); ingesting {data} afresh")
+    else:
+        log(f"retrain: ingesting into {data}")
     if ingest.run(argv + ["--output", data, "--overwrite"]) != 0:
         raise RetrainError("ingest failed; see its output above")
-    return data
+    return data, append.decoded_last(data)
 
 
 def _evaluate(export: str, data: str, out: str) -> dict:
@@ -185,7 +210,9 @@ def retrain(cfg: RetrainConfig, log=print) -> dict:
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         run_dir = os.path.join(cfg.root, "runs", run_id)
         os.makedirs(run_dir)
-        data = _ingest(cfg, log)
+        data, decoded = _ingest(cfg, log)
+        with open(os.path.join(data, METADATA_FILE), encoding="utf-8") as f:
+            fingerprint = json.load(f)["fingerprint"]
         blessed = current_blessed(cfg.root)
         train_argv = to_argv({k: v for k, v in cfg.train.items() if k != "set"})
         for key, value in (cfg.train.get("set") or {}).items():
@@ -211,7 +238,7 @@ def retrain(cfg: RetrainConfig, log=print) -> dict:
                     "require_beats_baseline": promote_cfg.require_beats_baseline,
                     "max_drift_psi": promote_cfg.max_drift_psi,
                     "drift": {name: s.get("psi") for name, s in drift["signals"].items()} if drift else None,
-                    "dataset": data, "dataset_fingerprint": os.path.basename(data),
+                    "dataset": data, "dataset_fingerprint": fingerprint, "videos_decoded": decoded,
                     "candidate": {"export": export, "metrics": cand.get("model")},
                     "blessed_before": {"export": blessed, "metrics": old.get("model") if old else None},
                     "blessed_after": version or blessed, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
@@ -238,7 +265,8 @@ def _human_action(cfg: RetrainConfig, args, log=print) -> int:
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clipforge retrain",
-        description="The scheduled job: ingest into ROOT/datasets/<fingerprint> (reused when finished), train a "
+        description="The scheduled job: ingest into ROOT/datasets/<config key> (one dataset per ingest "
+                    "configuration: reused when its inputs did not change, else appended to), train a "
                     "candidate (warm-started from the blessed model when architecture and spec match), evaluate "
                     "it and the blessed model on the test split, and promote it to ROOT/models/blessed only when "
                     "its metrics are finite, it beats its baseline (promote.require_beats_baseline), passes "

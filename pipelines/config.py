@@ -18,7 +18,7 @@ COLORS = {"gray": 1, "rgb": 3}
 SHORT_VIDEOS = ("drop", "pad")
 RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
 # Settings that do not change a dataset's content: left out of its fingerprint.
-NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads", "segment_seconds")
+NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads", "segment_seconds", "append", "keep_missing")
 
 
 class SetupError(Exception):
@@ -64,6 +64,9 @@ class IngestConfig:
       source_fps: frame folders: the rate their frames were taken at (a labels `fps` column overrides it).
       short_videos: drop (a video shorter than one window is dead-lettered, too_short) | pad (its last
         frame is repeated until one window fits; the record's padded_frames counts the repeats).
+      append: add to the finished dataset at `output` (pipelines/append.py): only videos its manifest
+        does not know, or whose bytes or label rows changed, are decoded.
+      keep_missing: with append, keep the windows of videos no longer in the input.
     """
 
     input: str = ""
@@ -99,6 +102,8 @@ class IngestConfig:
     frame_folders: bool = False
     source_fps: Optional[float] = None
     short_videos: str = "drop"
+    append: bool = False
+    keep_missing: bool = False
 
     @property
     def split_list_files(self) -> dict[str, str]:
@@ -174,6 +179,8 @@ class IngestConfig:
         need(1 <= len(self.splits) <= 3 and all(f >= 0 for f in self.splits)
              and abs(sum(self.splits) - 1) < 1e-6 and self.splits[0] > 0, "splits",
              "1 to 3 fractions (train, validation, test) >= 0 that sum to 1, train > 0")
+        need(not (self.append and self.overwrite), "overwrite", "not with --append (which keeps the dataset)")
+        need(self.append or not self.keep_missing, "keep_missing", "only with --append")
         if self.task == "next_frame":
             need(self.labels is None, "labels", "no labels file: next_frame targets are the video's own frames")
         if self.labels_from_folders:
@@ -278,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dedupe", action="store_true", default=None,
       help="keep the first id (by path) of each set of byte-identical files; dead-letter the others "
            "(duplicate_content)")
+    a("--append", action="store_true", default=None,
+      help="add to the finished dataset at --output, made with the same settings (--labels may change): only "
+           "videos not in its videos.parquet, or whose bytes or label rows changed, are decoded, into new shards; "
+           "videos gone from --input are removed")
+    a("--keep-missing", action="store_true", default=None,
+      help="--append: keep the windows of videos that are no longer in --input")
     return p
 
 

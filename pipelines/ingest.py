@@ -19,7 +19,7 @@ from pipelines.decode import ffmpeg_args
 from pipelines.drift import dataset_lines as drift_lines
 from pipelines.labels import load_labels, rekey
 from pipelines.leakage import summary_line as leakage_line
-from pipelines.manifest import dead_row, filter_graph, provenance, summary_row
+from pipelines.manifest import dead_row, filter_graph, label_hash, provenance, summary_row
 from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
@@ -132,7 +132,9 @@ def prepare(config: IngestConfig) -> IngestPlan:
                    threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
                    decoder=config.decoder, assigned=assigned or None, groups=groups or None,
                    short_videos=config.short_videos, source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
-    if config.num_shards:
+    if config.append:  # pipelines/append.py counts the shards of the videos it decodes
+        counts = [0] * len(names)
+    elif config.num_shards:
         counts = [config.num_shards] * len(names)
     else:  # each split's share of the videos, known exactly: a split never depends on the others
         placed = collections.Counter(job.split_of(v.video_id) for v in videos)
@@ -141,10 +143,12 @@ def prepare(config: IngestConfig) -> IngestPlan:
                                              job.horizon, shares, config.compression)
     static = {r.video_id: {"size": r.size, "mtime": r.mtime, "group": groups.get(r.video_id),
                            "label": _label_text(labels.get(r.video_id) if labels else None, target),
-                           "split": job.split_of(r.video_id)} for r in refs}
+                           "split": job.split_of(r.video_id), "label_hash": None if labels is None else label_hash(
+                               labels.get(r.video_id), (table.fps or {}).get(r.video_id))} for r in refs}
     graph = filter_graph(ffmpeg_args("input", spec, config.resize, formats=tuple(config.formats)))
     prov = provenance(decoder.describe(), graph, decoder.ffprobe or None)
-    staging = out_dir.prepare_output(config.output, config.overwrite)
+    # an append stages its own output (pipelines/append.py): the dataset already exists
+    staging = None if config.append else out_dir.prepare_output(config.output, config.overwrite)
     return IngestPlan(config, job, videos, rejected, staging, dict(zip(names, counts)),
                       fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files),
                       decoder, static, prov)
@@ -226,6 +230,9 @@ def run(argv: list[str]) -> int:
     try:
         config, beam_args = parse_config(argv)
         options = pipeline_options(beam_args)
+        if config.append:
+            from pipelines import append
+            return append.run(config, options, start)
         plan = prepare(config)
     except (ConfigError, SetupError) as e:
         print(f"clipforge ingest: error: {e}", file=sys.stderr)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import platform
 import subprocess
 from typing import Optional
@@ -14,9 +16,14 @@ from pipelines.signals import signal_columns
 from pipelines.stats import VideoSummary
 
 MANIFEST_FILE = "videos.parquet"
+# Each ingested video's exact sufficient statistics (pipelines/stats.py VideoSummary): an append
+# recombines the dataset's stats from these rows, so removing or replacing a video stays exact.
+STATS_COLUMNS = ("pixel_count", "pixel_sum", "pixel_sumsq", "target_sum", "target_sumsq", "class_hist",
+                 "unlabelled_windows", "padded_windows")
 COLUMNS = ("video_id", "path", "split", "group", "label", "sha256", "size", "mtime", "format", "codec", "width",
            "height", "rotation", "sar", "source_fps", "vfr", "duration", "frames", "windows", "status", "kind",
-           "reason", "frame_gaps", "pixel_mean", "pixel_std", "motion_energy")
+           "reason", "frame_gaps", "pixel_mean", "pixel_std", "motion_energy", "label_hash", "signature",
+           *STATS_COLUMNS, "generation")
 FACTS = ("format", "codec", "width", "height", "rotation", "sar", "source_fps", "vfr", "duration", "frame_gaps")
 
 
@@ -33,7 +40,7 @@ def summary_row(s: VideoSummary) -> ManifestRow:
     return ManifestRow({"video_id": s.video_id, "path": s.path, "split": s.split, **{k: s.facts.get(k) for k in FACTS},
             "sha256": s.sha256 or None, "frames": s.frames_decoded, "windows": s.windows, "status": "ok",
             "kind": "partial" if s.partial else None, "reason": s.partial or None, "signature": s.signature,
-            **signal_columns(s.signals)})
+            **signal_columns(s.signals), **{k: getattr(s, k) for k in STATS_COLUMNS}})
 
 
 def dead_row(d: DeadLetter) -> ManifestRow:
@@ -45,21 +52,33 @@ def dead_row(d: DeadLetter) -> ManifestRow:
 
 
 def complete_rows(rows: list[ManifestRow], static: dict[str, dict]) -> list[dict]:
-    """Adds what the launcher knew (size, mtime, group, label, planned split) and sorts by path, id.
+    """Adds what the launcher knew (size, mtime, group, label, label rows' hash, planned split) and
+    sorts by path, id.
 
     Args:
       rows: summary_row / dead_row results.
-      static: {video_id: {"size", "mtime", "group", "label", "split"}} from the plan.
+      static: {video_id: {"size", "mtime", "group", "label", "label_hash", "split"}} from the plan.
     """
     out = []
     for r in (row.values for row in rows):
         known = static.get(r["video_id"], {})
         r = {**r, "size": known.get("size"), "mtime": known.get("mtime"), "group": known.get("group"),
-             "label": known.get("label")}
+             "label": known.get("label"), "label_hash": known.get("label_hash")}
         if r["status"] == "ok" and not r.get("split"):
             r["split"] = known.get("split")
         out.append(r)
     return sorted(out, key=lambda r: (r["path"], r["video_id"], r["status"]))
+
+
+def label_hash(labels, fps: Optional[float] = None) -> str:
+    """The manifest's `label_hash`: a digest of one video's label rows (`VideoLabels`, None when the
+    labels file has no row for it) and labels `fps` cell, without their row numbers (rows added for
+    other videos do not change it). A dataset without labels has none (None)."""
+    if labels is None:
+        return "none"
+    parts = [labels.shape, *(None if a is None else a.tolist() for a in
+                             (labels.values, labels.start, labels.end, labels.time)), fps]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
 def write_manifest(rows: list[dict], work: str) -> str:
@@ -74,9 +93,16 @@ def write_manifest(rows: list[dict], work: str) -> str:
                         ("vfr", pa.bool_()), ("duration", pa.float64()), ("frames", pa.int64()),
                         ("windows", pa.int64()), ("status", pa.string()), ("kind", pa.string()),
                         ("reason", pa.string()), ("frame_gaps", pa.int64()), ("pixel_mean", pa.float64()),
-                        ("pixel_std", pa.float64()), ("motion_energy", pa.float64())])
+                        ("pixel_std", pa.float64()), ("motion_energy", pa.float64()), ("label_hash", pa.string()),
+                        ("signature", pa.list_(pa.binary())), ("pixel_count", pa.int64()),
+                        ("pixel_sum", pa.list_(pa.int64())), ("pixel_sumsq", pa.list_(pa.int64())),
+                        ("target_sum", pa.list_(pa.float64())), ("target_sumsq", pa.list_(pa.float64())),
+                        ("class_hist", pa.list_(pa.int64())), ("unlabelled_windows", pa.int64()),
+                        ("padded_windows", pa.int64()), ("generation", pa.int64())])
     # a non-UTF-8 file name (surrogate escapes) is stored with the escapes replaced
     clean = [{k: _text(r.get(k)) for k in COLUMNS} for r in rows]
+    for r in clean:  # a signature is () for a video that has none; tuples of stats are lists to Arrow
+        r.update({k: list(r[k]) if isinstance(r[k], tuple) else r[k] for k in ("signature", *STATS_COLUMNS)})
     table = pa.Table.from_pylist(clean, schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)

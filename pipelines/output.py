@@ -103,6 +103,15 @@ def remove_abandoned(parent: str, name: str) -> list[str]:
     and without an owner file is left alone.
     """
     removed = []
+    final = os.path.join(parent, name)
+    for owner in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.tmp-*{OWNER_SUFFIX}")):
+        work = owner[:-len(OWNER_SUFFIX)]
+        if not os.path.exists(final) and os.path.isdir(f"{work}.old") and _owner_gone(owner):
+            # killed between publish's two renames: the finished new dataset, else the old one, goes back
+            done = os.path.exists(os.path.join(work, METADATA_FILE))
+            os.rename(work if done else f"{work}.old", final)
+            print(f"restored {final} from {work if done else work + '.old'}: a run was killed while "
+                  "publishing it", file=sys.stderr)
     for owner in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.tmp-*{OWNER_SUFFIX}")):
         if _owner_gone(owner):
             work = owner[:-len(OWNER_SUFFIX)]
@@ -153,9 +162,11 @@ def shard_suffix(compression: str) -> str:
     return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
 
 
-def shard_path(work: str, split: str, shard: int, num_shards: int, compression: str) -> str:
-    """OUTPUT/<split>/part-SSSSS-of-NNNNN.tfrecord[.gz]."""
-    return f"{work.rstrip('/')}/{split}/{SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}{shard_suffix(compression)}"
+def shard_path(work: str, split: str, shard: int, num_shards: int, compression: str, generation: int = 0) -> str:
+    """OUTPUT/<split>/part-SSSSS-of-NNNNN.tfrecord[.gz]; part-gGGGG-SSSSS-of-NNNNN... for an append's."""
+    gen = f"g{generation:04d}-" if generation else ""
+    return (f"{work.rstrip('/')}/{split}/{SHARD_PREFIX}-{gen}{shard:05d}-of-{num_shards:05d}"
+            f"{shard_suffix(compression)}")
 
 
 def part_path(parts_dir: str, split: str, shard: int, bundle: str, compression: str) -> str:

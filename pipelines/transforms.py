@@ -321,11 +321,13 @@ class _WritePartsFn(beam.DoFn):
         self.files = {}
 
 
-def _join_parts(keyed, output_dir: str, num_shards: dict[str, int], compression: str) -> tuple[str, str]:
+def _join_parts(keyed, output_dir: str, num_shards: dict[str, int], compression: str,
+                generation: int = 0) -> tuple[str, str]:
     key, grouped = keyed
     split, shard = key.split("/")
     parts = sorted(set(grouped["parts"]))  # a retried bundle can report a part twice
-    return split, concat_parts(parts, shard_path(output_dir, split, int(shard), num_shards[split], compression))
+    return split, concat_parts(parts, shard_path(output_dir, split, int(shard), num_shards[split], compression,
+                                                 generation))
 
 
 class WriteShards(beam.PTransform):
@@ -337,22 +339,27 @@ class WriteShards(beam.PTransform):
     second step concatenates each shard's parts (valid for TFRecord framing and for gzip members)
     and writes empty shards where a split has fewer records than shards.
 
+    Args:
+      generation: an append's number, which names its shards apart from the ones already there.
+
     Returns:
       {split: PCollection of the shard file names written}.
     """
 
-    def __init__(self, output_dir: str, num_shards: dict[str, int], compression: str = "none"):
+    def __init__(self, output_dir: str, num_shards: dict[str, int], compression: str = "none", generation: int = 0):
         super().__init__()
         self.output_dir, self.num_shards, self.compression = output_dir.rstrip("/"), num_shards, compression
+        self.generation = generation
 
     def expand(self, records):
-        parts_dir = f"{self.output_dir}/{PARTS_DIR}"
+        parts_dir = f"{self.output_dir}/{PARTS_DIR}" + (f"-g{self.generation:04d}" if self.generation else "")
         parts = records | "WriteParts" >> beam.ParDo(_WritePartsFn(parts_dir, self.num_shards, self.compression))
         keys = (records.pipeline
                 | "ShardKeys" >> beam.Create([f"{s}/{i}" for s, n in self.num_shards.items() for i in range(n)]))
         shards = ({"parts": parts, "keys": keys | "Key" >> beam.Map(lambda k: (k, None))}
                   | "GroupParts" >> beam.CoGroupByKey()
-                  | "JoinParts" >> beam.Map(_join_parts, self.output_dir, self.num_shards, self.compression))
+                  | "JoinParts" >> beam.Map(_join_parts, self.output_dir, self.num_shards, self.compression,
+                                           self.generation))
         return _split_by_kind(shards, tuple(self.num_shards))
 
 

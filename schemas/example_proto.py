@@ -135,3 +135,23 @@ def _parse_feature(buf: memoryview) -> list:
                     vals.append(payload - (1 << 64) if payload >= 1 << 63 else payload)
         return vals
     return []
+
+
+def replace_features(data: bytes, features: Mapping[str, bytes]) -> bytes:
+    """A serialized Example with some features replaced (or added): {key: encoded Feature}; the
+    others are kept byte for byte, so the result equals serializing the new feature set."""
+    entries: dict[str, bytes] = {}
+    for num, _, block in _fields(memoryview(data)):
+        if num != 1:
+            continue
+        for fnum, _, entry in _fields(block):
+            if fnum != 1:
+                continue
+            key, value = None, b""
+            for enum, _, payload in _fields(entry):
+                if enum == 1:
+                    key = bytes(payload).decode("utf-8")
+                elif enum == 2:
+                    value = bytes(payload)
+            entries[key] = value
+    return serialize_example({**entries, **features})

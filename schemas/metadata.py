@@ -43,6 +43,7 @@ class DatasetMetadata:
         {"exact_duplicates": n, "near_duplicates": n, "groups": n, "sets": [{"kind", "ids", "splits"}]}};
         {} before schema_version 2.
       manifest: "videos.parquet" (one row per input video); "" before schema_version 2.
+      generation: 0 for a fresh ingest, +1 per `clipforge ingest --append` (its shards are named by it).
     """
 
     spec: WindowSpec
@@ -59,6 +60,7 @@ class DatasetMetadata:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     leakage: dict[str, Any] = dataclasses.field(default_factory=dict)
     manifest: str = ""
+    generation: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +76,7 @@ class DatasetMetadata:
             "provenance": self.provenance,
             "leakage": self.leakage,
             "manifest": self.manifest,
+            "generation": self.generation,
             "fingerprint": self.fingerprint,
             "created": self.created,
         }
@@ -98,7 +101,7 @@ class DatasetMetadata:
                    stats=d["stats"], config=d.get("config", {}), fingerprint=d["fingerprint"],
                    compression=compression, schema_version=version, created=d.get("created", ""),
                    decoder=d.get("decoder", {}), provenance=d.get("provenance", {}), leakage=d.get("leakage", {}),
-                   manifest=d.get("manifest", ""))
+                   manifest=d.get("manifest", ""), generation=int(d.get("generation", 0)))
 
     @classmethod
     def load(cls, directory: str) -> "DatasetMetadata":

@@ -68,11 +68,14 @@ def regression_cfg(corpus, tmp_path):
 
 @pytest.fixture(scope="module")
 def next_frame_runs(corpus, tmp_path_factory):
-    """Two next_frame runs on one root: the first beats copy-last and is blessed, the second is held
-    to an impossible min_improvement. Next-frame training starts at copy-last (a zero residual) and
-    each step lowers the MSE, so two epochs reliably beat that baseline."""
+    """Three next_frame runs on one root: the first beats copy-last and is blessed, the second is held
+    to an impossible min_improvement; two new videos arrive before the third, which appends them.
+    Next-frame training starts at copy-last (a zero residual) and each step lowers the MSE, so two
+    epochs reliably beat that baseline."""
     root = tmp_path_factory.mktemp("next_frame")
-    cfg = {"root": str(root / "root"), "ingest": {"input": corpus, "task": "next_frame", "horizon": 1, **_WINDOWS},
+    videos_in = str(root / "videos")
+    shutil.copytree(corpus, videos_in)
+    cfg = {"root": str(root / "root"), "ingest": {"input": videos_in, "task": "next_frame", "horizon": 1, **_WINDOWS},
            "train": {"arch": "frames_as_channels", "epochs": 2, "batch_size": 8, "learning_rate": 0.003,
                      "set": {"filters": [4, 8]}},
            "promote": {}}
@@ -85,8 +88,16 @@ def next_frame_runs(corpus, tmp_path_factory):
     second_log: list[str] = []
     second = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})),
                              log=second_log.append)
-    return {"cfg": cfg, "first": first, "second": second, "before": before, "meta": meta,
-            "logs": ("\n".join(first_log), "\n".join(second_log))}
+    before["meta_mtime_after_second"] = os.stat(meta).st_mtime_ns
+    more = str(root / "more")
+    synth.make_corpus(more, n_videos=2, seed=6, size=32, seconds=1.5)
+    for name in [n for n in os.listdir(more) if not n.endswith(".csv")]:
+        shutil.copy(os.path.join(more, name), os.path.join(videos_in, "new_" + name))
+    third_log: list[str] = []
+    third = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})),
+                            log=third_log.append)
+    return {"cfg": cfg, "first": first, "second": second, "third": third, "before": before, "meta": meta,
+            "logs": ("\n".join(first_log), "\n".join(second_log), "\n".join(third_log))}
 
 
 def test_a_first_run_that_loses_to_its_baseline_is_not_promoted_and_the_switch_turns_the_rule_off(
@@ -121,7 +132,7 @@ def test_a_first_run_that_loses_to_its_baseline_is_not_promoted_and_the_switch_t
 
 def test_a_first_run_that_beats_its_baseline_is_blessed_and_a_worse_one_keeps_it(next_frame_runs):
     runs, root = next_frame_runs, next_frame_runs["cfg"]["root"]
-    first_log, second_log = runs["logs"]
+    first_log, second_log, _ = runs["logs"]
     assert "ingesting into" in first_log and "PROMOTED: first promotion" in first_log
     first = runs["first"]
     assert first["promoted"] is True and first["baseline"]["name"] == "copy-last baseline"
@@ -133,17 +144,30 @@ def test_a_first_run_that_beats_its_baseline_is_blessed_and_a_worse_one_keeps_it
 
     assert "reusing finished dataset" in second_log and "warm-starting from" in second_log
     assert "not promoted" in second_log
-    assert os.stat(runs["meta"]).st_mtime_ns == runs["before"]["meta_mtime"]
+    assert runs["before"]["meta_mtime_after_second"] == runs["before"]["meta_mtime"]
     assert retrain.current_blessed(root) == blessed and _tree_digest(blessed) == runs["before"]["digest"]
     second = runs["second"]
     assert second["promoted"] is False and "below min_improvement" in second["reason"]
     assert "of the copy-last baseline" in second["reason"]
     assert second["blessed_before"]["metrics"]["psnr"] is not None
     assert second["candidate"]["metrics"]["psnr"] is not None
-    assert [d["run_id"] for d in _decisions(root)] == [first["run_id"], second["run_id"]]
+    assert [d["run_id"] for d in _decisions(root)][:2] == [first["run_id"], second["run_id"]]
     history = _history(root)
-    assert [(h["promoted"], h["forced"]) for h in history] == [(True, False), (False, False)]
-    assert {h["dataset_fingerprint"] for h in history} == set(os.listdir(os.path.join(root, "datasets")))
+    assert [(h["promoted"], h["forced"]) for h in history][:2] == [(True, False), (False, False)]
+    assert history[0]["dataset_fingerprint"] == history[1]["dataset_fingerprint"] == first["dataset_fingerprint"]
+
+
+def test_new_videos_are_appended_to_the_one_dataset_of_the_configuration(next_frame_runs):
+    runs, root = next_frame_runs, next_frame_runs["cfg"]["root"]
+    first, second, third = runs["first"], runs["second"], runs["third"]
+    n_first = len([n for n in os.listdir(runs["cfg"]["ingest"]["input"]) if n.endswith(".mp4")]) - 2
+    assert (first["videos_decoded"], second["videos_decoded"], third["videos_decoded"]) == (n_first, 0, 2)
+    assert "appending to" in runs["logs"][2]
+    assert first["dataset"] == second["dataset"] == third["dataset"]
+    assert os.listdir(os.path.join(root, "datasets")) == [os.path.basename(first["dataset"])]
+    meta = json.load(open(runs["meta"]))
+    assert meta["generation"] == 1 and meta["fingerprint"] == third["dataset_fingerprint"] != first["dataset_fingerprint"]
+    assert sum(s["videos"] for s in meta["splits"].values()) == n_first + 2
 
 
 def test_forced_promotion_rollback_their_refusals_the_lock_and_status(next_frame_runs, tmp_path, capsys,
@@ -160,22 +184,23 @@ def test_forced_promotion_rollback_their_refusals_the_lock_and_status(next_frame
     assert retrain.run(["--config", cfg, "--status"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"blessed: {r1}") and "psnr" in out and "copy-last baseline" in out
-    rows = out.splitlines()[-2:]
+    rows = out.splitlines()[-3:]  # the fixture's third run (new videos appended) is not promoted either
     assert rows[0].split()[2:6] == [r1, "retrain", "PROMOTED", r1]
     assert rows[1].split()[2:5] == [r2, "retrain", "not"]
+    assert rows[2].split()[2:5] == [next_frame_runs["third"]["run_id"], "retrain", "not"]
 
     with run_lock(root):
         assert retrain.run(["--config", cfg, "--promote", r2]) == 3
         assert retrain.run(["--config", cfg, "--rollback"]) == 3
         assert capsys.readouterr().err.count("another retrain run holds") == 2
-    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 2
+    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 3
 
     for bad, message in (("nope", "no run 'nope' to promote"), ("../runs", "a run id is a directory name")):
         assert retrain.run(["--config", cfg, "--promote", bad]) == 2
         assert message in capsys.readouterr().err
     assert retrain.run(["--config", cfg, "--rollback"]) == 2
     assert f"nothing to roll back to: {r1} is the first blessed version" in capsys.readouterr().err
-    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 2
+    assert retrain.current_blessed(root) == v1 and len(_history(root)) == 3
 
     # The human overrides the gate: the held-back run is blessed, recorded as forced, who and when.
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

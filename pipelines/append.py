@@ -1,0 +1,379 @@
+"""`clipforge ingest --append`: decode only what the dataset's manifest does not know, into new shards."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import pickle
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import append_store as store
+from pipelines import ingest
+from pipelines import output as out_dir
+from pipelines.beam_options import create_pipeline, is_template_launch
+from pipelines.config import NON_DATA_FIELDS, SPLIT_NAMES, IngestConfig, SetupError
+from pipelines.inputs import VideoRef, is_local
+from pipelines.leakage import audit
+from pipelines.manifest import MANIFEST_FILE, STATS_COLUMNS, ManifestRow, complete_rows, dead_row, summary_row
+from pipelines.retarget import Retargeter, candidates
+from pipelines.stats import DatasetStats, VideoSummary
+from pipelines.transforms import DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteShards
+from schemas.configs import ConfigError
+from schemas.metadata import DEAD_LETTER_FILE, DatasetMetadata, MissingMetadataError
+
+# Dead letters found while listing: every run finds them afresh, so old rows of these kinds are dropped.
+LISTING_KINDS = ("duplicate_video_id", "missing_file", "not_in_split_lists", "duplicate_content")
+MAY_CHANGE = ("labels",)  # settings an append may change (besides NON_DATA_FIELDS)
+ROWS_FILE = "rows.pickle"  # in the scratch directory: the decoded videos' manifest rows and dead letters
+
+
+@dataclasses.dataclass
+class Changes:
+    """What an append does to each video, decided from the manifest before any decode.
+
+    Attributes:
+      new, changed: the new refs and the changed ones (bytes or label rows differ).
+      relabelled: {video_id: old manifest row} of the changed ones whose bytes are the same.
+      retargeted: the relabelled ids whose windows get new targets without a decode (pipelines/retarget.py).
+      unchanged: {video_id: old manifest row} kept as they are (decode outcome rows only).
+      removed: old rows of videos no longer in the input (dropped unless --keep-missing).
+      kept_missing: old rows of videos no longer in the input, kept (--keep-missing).
+    """
+
+    new: list[VideoRef] = dataclasses.field(default_factory=list)
+    changed: list[VideoRef] = dataclasses.field(default_factory=list)
+    relabelled: dict[str, dict] = dataclasses.field(default_factory=dict)
+    retargeted: set[str] = dataclasses.field(default_factory=set)
+    unchanged: dict[str, dict] = dataclasses.field(default_factory=dict)
+    removed: list[dict] = dataclasses.field(default_factory=list)
+    kept_missing: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def to_decode(self) -> list[VideoRef]:
+        redo = [r for r in self.changed if r.video_id not in self.retargeted]
+        return sorted(self.new + redo, key=lambda r: r.path)
+
+    def summary_line(self) -> str:
+        return (f"decoded {len(self.new)} new, {len(self.changed)} changed, {len(self.removed)} removed, "
+                f"{len(self.unchanged) + len(self.kept_missing)} unchanged (not decoded)")
+
+
+def check_settings(config: IngestConfig, meta: DatasetMetadata) -> None:
+    """Raises SetupError naming the first setting that differs from the dataset's metadata.json config."""
+    skip = set(NON_DATA_FIELDS) | set(MAY_CHANGE)
+    new = {k: v for k, v in config.to_dict().items() if k not in skip}
+    old = meta.config
+    for key, value in new.items():
+        if key in old and _norm(old[key]) != _norm(value):
+            raise SetupError(f"--append: {key}={value!r} differs from the dataset's {key}={old[key]!r} "
+                             f"({config.output}/metadata.json config); an append needs the same settings "
+                             "(only --labels may change): use them, or ingest afresh into a new --output")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def classify(plan: ingest.IngestPlan, rows: list[dict], keep_missing: bool) -> Changes:
+    """Sorts the listed videos into new, changed (bytes or label rows) and unchanged, and the
+    manifest's other videos into removed or kept: id, size and mtime equal is the same file;
+    when only the mtime differs the sha256 decides (a frame folder is decoded again)."""
+    old = {r["video_id"]: r for r in rows if r.get("kind") not in LISTING_KINDS}
+    out = Changes()
+    listed = {v.video_id for v in plan.videos}
+    present = set(plan.static)
+    for ref in plan.videos:
+        row = old.get(ref.video_id)
+        if row is None:
+            out.new.append(ref)
+            continue
+        same = row.get("size") == ref.size and (row.get("mtime") == ref.mtime or (
+            bool(row.get("sha256")) and not ref.frames_root and _sha256(ref.path) == row["sha256"]))
+        if same and row.get("label_hash") == plan.static[ref.video_id].get("label_hash"):
+            out.unchanged[ref.video_id] = row
+        else:
+            out.changed.append(ref)
+            if same:
+                out.relabelled[ref.video_id] = row
+    for vid, row in old.items():
+        if vid not in listed:
+            (out.kept_missing if keep_missing and vid not in present else out.removed).append(row)
+    return out
+
+
+def check_splits(plan: ingest.IngestPlan, changes: Changes, rows: list[dict]) -> None:
+    """Raises SetupError when the split rules now put a known video in another split: an append
+    never moves a video (a changed labels `split`/`group` column or split list would)."""
+    split_of = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok" and r.get("split")}
+    known = [*changes.unchanged, *(r.video_id for r in changes.changed)]
+    moved = [(v, split_of[v], plan.job.split_of(v)) for v in known
+             if v in split_of and plan.job.split_of(v) != split_of[v]]
+    if moved:
+        listed = ", ".join(f"{v!r} {a} -> {b}" for v, a, b in moved[:5])
+        raise SetupError(f"--append would move {len(moved)} video(s) between splits ({listed}); an append never "
+                         "moves a video: restore the labels split/group column or split lists, or ingest afresh")
+
+
+def summary_of(row: dict) -> VideoSummary:
+    """A manifest row's VideoSummary: the exact sums DatasetStats adds up."""
+    return VideoSummary(
+        video_id=row["video_id"], split=row["split"], windows=int(row.get("windows") or 0),
+        frames_decoded=int(row.get("frames") or 0), unlabelled_windows=int(row.get("unlabelled_windows") or 0),
+        padded_windows=int(row.get("padded_windows") or 0), pixel_count=int(row.get("pixel_count") or 0),
+        partial=(row.get("reason") or "") if row.get("kind") == "partial" else "",
+        **{k: tuple(row.get(k) or ()) for k in STATS_COLUMNS if k not in (
+            "pixel_count", "unlabelled_windows", "padded_windows")})
+
+
+def _write_rows(_, rows, dead, *shards, path: str):
+    del shards  # waited for only: the rows are written once every shard is final
+    store.write_bytes(path, pickle.dumps({"rows": [r.values for r in rows], "dead": list(dead)}))
+    yield path
+
+
+def decode_new(plan: ingest.IngestPlan, options, refs: list[VideoRef], work: str, generation: int,
+               num_shards: dict[str, int]) -> tuple[list[dict], list]:
+    """Runs the ingest stages over REFS only, writing generation-named shards under WORK.
+
+    Returns:
+      (manifest row values of the decoded videos, their DeadLetters).
+    """
+    path = f"{store.scratch_dir(work, generation)}/{ROWS_FILE}"
+    with create_pipeline(options) as p:
+        made = (p | "ReadVideos" >> ReadVideos(refs)
+                | "MakeRecords" >> MakeRecords(plan.job, plan.decoder.describe()))
+        shards = made["records"] | "WriteShards" >> WriteShards(work, num_shards, plan.config.compression,
+                                                               generation)
+        rows = ((made[SUMMARY] | "OkRows" >> beam.Map(summary_row),
+                 made[DEAD_LETTER] | "DeadRows" >> beam.Map(dead_row)) | "ManifestRows" >> beam.Flatten())
+        _ = (p | "Once" >> beam.Create([None])
+             | "WriteRows" >> beam.FlatMap(_write_rows, beam.pvalue.AsList(rows),
+                                           beam.pvalue.AsList(made[DEAD_LETTER]),
+                                           *[beam.pvalue.AsList(s) for s in shards.values()], path=path))
+    done = pickle.loads(store.read_bytes(path))
+    return done["rows"], done["dead"]
+
+
+def _shard_counts(plan: ingest.IngestPlan, refs: list[VideoRef]) -> dict[str, int]:
+    """New shards per split for REFS: sized for what they add (100-200 MiB each, estimated), only
+    in the splits they go to."""
+    placed = {}
+    for r in refs:
+        placed[plan.job.split_of(r.video_id)] = placed.get(plan.job.split_of(r.video_id), 0) + 1
+    names = [n for n in SPLIT_NAMES if n in placed]
+    limits = plan.job.limits
+    counts = out_dir.estimate_num_shards(ingest._corpus_seconds(refs, plan.config.video_timeout, limits, plan.decoder),
+                                         plan.job.spec, plan.job.horizon,
+                                         tuple(placed[n] / len(refs) for n in names), plan.config.compression)
+    return dict(zip(names, counts))
+
+
+def _affected_shards(meta: DatasetMetadata, final: str, drop: dict[str, str], retarget: Retargeter) -> dict[str, str]:
+    """{shard path: split} of the old shards that hold a record of a video in DROP ({id: split});
+    the records of retarget candidates are checked against the new labels on the way."""
+    out = {}
+    for split in sorted(set(drop.values())):
+        ids = {v for v, s in drop.items() if s == split}
+        for shard in meta.splits.get(split, {}).get("shards", []):
+            if not shard["records"]:
+                continue
+            for vid, record in store.read_records(f"{final.rstrip('/')}/{shard['path']}", meta.compression):
+                if vid in ids:
+                    out[shard["path"]] = split
+                    if vid in retarget.ids:
+                        retarget.scan(vid, record)
+    return out
+
+
+def _new_shards(work: str, num_shards: dict[str, int], compression: str, generation: int) -> dict[str, list]:
+    """{split: [{"path", "records"}]} of the shards the decode wrote; empty ones are deleted."""
+    out = {}
+    for split, n in num_shards.items():
+        for i in range(n):
+            path = out_dir.shard_path(work, split, i, n, compression, generation)
+            records = out_dir.count_records(path, compression) if FileSystems.exists(path) else 0
+            if records:
+                out.setdefault(split, []).append({"path": out_dir.relative(path, work), "records": records})
+            elif FileSystems.exists(path):
+                FileSystems.delete([path])
+    return out
+
+
+def _rewritten_shards(final: str, work: str, affected: dict[str, str], drop: set[str], compression: str,
+                      generation: int, retarget: Retargeter) -> dict[str, list]:
+    """Copies each affected old shard without the records of the videos in DROP, under a new name;
+    the records of retargeted videos go, with their new targets, to one more shard per split."""
+    out = {}
+    suffix = out_dir.shard_suffix(compression)
+    gen = f"{out_dir.SHARD_PREFIX}-g{generation:04d}"
+    retargeted = {split: store.LazyShard(f"{work.rstrip('/')}/{split}/{gen}-t00000-of-00001{suffix}", compression)
+                  for split in sorted(set(affected.values()))}
+    for i, (path, split) in enumerate(sorted(affected.items())):
+        rel = f"{split}/{gen}-r{i:05d}-of-{len(affected):05d}{suffix}"
+
+        def dropped(vid, record, split=split):
+            if vid in retarget.ids:
+                retargeted[split].write(retarget.rewrite(vid, record))
+
+        kept = store.rewrite_shard(f"{final.rstrip('/')}/{path}", f"{work.rstrip('/')}/{rel}", drop, compression,
+                                   dropped)
+        if kept:
+            out.setdefault(split, []).append({"path": rel, "records": kept})
+    for split, shard in retargeted.items():
+        if shard.close():
+            out.setdefault(split, []).append({"path": out_dir.relative(shard.path, work), "records": shard.records})
+    return out
+
+
+def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new_rows: list[dict], new_dead: list,
+           affected: dict[str, str], drop: dict[str, str], staging: out_dir.Staging, generation: int,
+           num_shards: dict[str, int], retarget: Retargeter) -> tuple[DatasetMetadata, list[dict], list[str]]:
+    """The new generation: its metadata.json, manifest rows and dead-letter lines, its shards written.
+
+    Stats are summed again from every kept video's manifest row (exact integer pixel sums), so
+    they are those of a fresh ingest of the same corpus, up to float rounding of target sums.
+    """
+    comp = meta.compression
+    shards = {name: [s for s in info["shards"] if s["path"] not in affected] for name, info in meta.splits.items()}
+    for extra in (_rewritten_shards(staging.final, staging.work, affected, set(drop), comp, generation, retarget),
+                  _new_shards(staging.work, num_shards, comp, generation)):
+        for split, listed in extra.items():
+            shards.setdefault(split, []).extend(listed)
+    paths = {r.video_id: r.path for r in plan.videos}
+    kept = [{**row, "path": paths[vid], **{k: plan.static[vid].get(k) for k in (
+        "size", "mtime", "group", "label", "label_hash")}} for vid, row in changes.unchanged.items()]
+    kept += [{**changes.relabelled[vid], "path": paths[vid], **{k: plan.static[vid].get(k) for k in (
+        "size", "mtime", "group", "label", "label_hash")}, **retarget.sums(vid)} for vid in sorted(changes.retargeted)]
+    fresh = [*({**r, "generation": generation} for r in complete_rows([ManifestRow(v) for v in new_rows], plan.static)),
+             *complete_rows([dead_row(d) for d in plan.rejected], plan.static)]
+    rows = sorted(kept + changes.kept_missing + fresh, key=lambda r: (r["path"], r["video_id"], r["status"]))
+    still_dead = {r["video_id"] for r in kept + changes.kept_missing if r.get("status") == "dead"}
+    lines = [line for line in store.read_old_dead_letters(staging.final)
+             if json.loads(line)["video_id"] in still_dead and json.loads(line)["kind"] not in LISTING_KINDS]
+    lines += [d.to_json() for d in [*new_dead, *plan.rejected]]
+    dead_counts = collections.Counter(json.loads(line)["kind"] for line in lines)
+    stats = DatasetStats()
+    for r in rows:
+        if r.get("status") == "ok":
+            stats.add(summary_of(r))
+    target, spec = meta.target, meta.spec
+    splits = {}
+    for name in [n for n in SPLIT_NAMES if n in shards or n in plan.job.split_names]:
+        totals = stats.splits.get(name)
+        listed = sorted(shards.get(name, []), key=lambda s: s["path"])
+        splits[name] = {"videos": totals.videos if totals else 0, "windows": sum(s["records"] for s in listed),
+                        "shards": listed}
+    new_meta = DatasetMetadata(
+        spec=spec, target=target, splits=splits,
+        dead_letter={"count": len(lines), "path": DEAD_LETTER_FILE, "reasons": dict(sorted(dead_counts.items()))},
+        stats=stats.to_stats(target.task, spec.channels, len(target.outputs), len(target.classes)),
+        config=plan.config.to_dict(), fingerprint=plan.fingerprint, compression=comp,
+        decoder=plan.decoder.describe(), provenance=plan.provenance, leakage=audit(rows), manifest=MANIFEST_FILE,
+        generation=generation, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return new_meta, rows, lines
+
+
+def summary(plan: ingest.IngestPlan, changes: Changes, meta: DatasetMetadata, seconds: float) -> str:
+    """The closing report: the append's counts, then the dataset as ingest's summary shows it."""
+    plan.staging = out_dir.Staging(plan.config.output, plan.config.output)
+    lines = ingest.summary(plan, meta, seconds).splitlines()[1:-1]  # not its first and last (rates) lines
+    head = [f"clipforge ingest --append: {changes.summary_line()} in {seconds:.1f}s -> {plan.config.output} "
+            f"(generation {meta.generation})"]
+    if changes.relabelled:
+        head.append(f"  {len(changes.relabelled)} of the changed: same bytes, new label rows; "
+                    f"{len(changes.retargeted)} of them rewritten with the new targets without decoding")
+    if changes.kept_missing:
+        head.append(f"  {len(changes.kept_missing)} of the unchanged: no longer in the input, kept (--keep-missing)")
+    return "\n".join(head + lines)
+
+
+def config_key(config: IngestConfig) -> str:
+    """A name for the datasets of one ingest configuration (its data settings but the labels):
+    `clipforge retrain` keeps one growing dataset per key under ROOT/datasets/."""
+    settings = {k: v for k, v in config.to_dict(data_only=True).items() if k not in MAY_CHANGE}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def decoded_last(directory: str) -> int:
+    """How many videos the run that made DIRECTORY's current generation decoded (every listed one
+    for a fresh ingest; the manifest's `generation` column says which for an append)."""
+    meta = out_dir.load_metadata(directory)
+    rows = store.manifest_rows(directory)
+    if not meta.generation:
+        return sum(1 for r in rows if r.get("kind") not in LISTING_KINDS)
+    return sum(1 for r in rows if r.get("generation") == meta.generation)
+
+
+def run(config: IngestConfig, options, start: float) -> int:
+    """`clipforge ingest --append`; returns the exit status (2 for a wrong set-up)."""
+    final = os.path.abspath(config.output) if is_local(config.output) else config.output.rstrip("/")
+    try:
+        if is_template_launch(options):
+            raise SetupError("--append waits for its job to finish (it merges the dataset afterwards): "
+                             "not with a Flex Template launch")
+        if is_local(final):
+            out_dir.remove_abandoned(os.path.dirname(final), os.path.basename(final))
+        try:
+            meta = out_dir.load_metadata(final)
+        except (MissingMetadataError, OSError) as e:
+            raise SetupError(f"--append: {config.output} is not a finished dataset ({e}); ingest it first "
+                             "without --append") from None
+        check_settings(config, meta)
+        if not is_local(final):
+            store.recover_remote(final, meta)
+        rows = store.manifest_rows(final) if meta.manifest else []
+        if not meta.manifest or (rows and "label_hash" not in rows[0]):
+            raise SetupError(f"--append: {config.output} was made by a clipforge without per-video statistics "
+                             f"in {MANIFEST_FILE}; ingest it afresh once, then append")
+        plan = ingest.prepare(config)
+        if plan.job.target.to_dict() != meta.target.to_dict() or plan.job.spec.to_dict() != meta.spec.to_dict():
+            raise SetupError(f"--append: the labels give target {plan.job.target.to_dict()}, the dataset has "
+                             f"{meta.target.to_dict()} (e.g. a new class): ingest afresh into a new --output")
+        if not plan.decoder.same_build(meta.decoder):
+            raise SetupError(f"--append: this machine's {config.decoder} decoder ({plan.decoder.version!r}) is "
+                             f"not the build that decoded the dataset ({meta.decoder.get('version')!r})")
+        changes = classify(plan, rows, config.keep_missing)
+        check_splits(plan, changes, rows)
+        generation = meta.generation + 1
+        old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
+        drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed),
+                                       *(r.video_id for r in changes.changed)] if v in old_ok}
+        old_rows = {r["video_id"]: r for r in rows if r.get("kind") not in LISTING_KINDS}
+        retarget = Retargeter(meta.spec, meta.target, plan.job.labels or {},
+                              candidates(set(changes.relabelled), old_rows, plan.job.labels, meta.target))
+        affected = _affected_shards(meta, final, drop, retarget)
+        changes.retargeted = set(retarget.ids)
+        staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
+    except (ConfigError, SetupError) as e:
+        print(f"clipforge ingest: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        new_rows, new_dead = [], []
+        refs = changes.to_decode
+        num_shards = _shard_counts(plan, refs) if refs else {}
+        if refs:
+            new_rows, new_dead = decode_new(plan, options, refs, staging.work, generation, num_shards)
+        result = _merge(plan, meta, changes, new_rows, new_dead, affected, drop, staging, generation,
+                        num_shards, retarget)
+        store.commit(staging, *result)
+    except BaseException:
+        if staging.local:
+            out_dir.discard(staging)
+        raise
+    print(summary(plan, changes, out_dir.load_metadata(final), time.time() - start))
+    return 0
