@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import append_store as store
+from pipelines import drift
 from pipelines import ingest
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch
@@ -334,6 +335,7 @@ def run(config: IngestConfig, options, start: float) -> int:
             raise SetupError(f"--append: {config.output} is not a finished dataset ({e}); ingest it first "
                              "without --append") from None
         check_settings(config, meta)
+        reference = drift.load_reference(final)
         if not is_local(final):
             store.recover_remote(final, meta)
         rows = store.manifest_rows(final) if meta.manifest else []
@@ -370,6 +372,13 @@ def run(config: IngestConfig, options, start: float) -> int:
             new_rows, new_dead = decode_new(plan, options, refs, staging.work, generation, num_shards)
         result = _merge(plan, meta, changes, new_rows, new_dead, affected, drop, staging, generation,
                         num_shards, retarget)
+        # Drift: this run's decoded videos against the training split as it was before the run (loaded
+        # at launch: on remote outputs the reference is rewritten in place). drift.json is written even
+        # when nothing was decoded, so a stale one from an earlier append cannot block a promotion.
+        rows = result[1]
+        decoded = [r for r in rows if r.get("generation") == generation and r.get("status") == "ok"]
+        drift.write_reference(rows, staging.work)
+        drift.write_drift(reference, decoded, staging.work)
         store.commit(staging, *result)
     except BaseException:
         if staging.local:

@@ -15,7 +15,7 @@ from pipelines import validate
 from pipelines.ingest import run
 from schemas.metadata import DatasetMetadata
 from tests import videos
-from tests.conftest import ROOT, read_dataset
+from tests.helpers import ROOT, read_dataset
 from tests.test_ingest_faults import snapshot, start_ingest, wait_for_decoder
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray",
@@ -70,6 +70,9 @@ def assert_same_dataset(appended, fresh):
     assert {v: {k: r[k] for k in keep} for v, r in manifest(appended).items()} == \
         {v: {k: r[k] for k in keep} for v, r in manifest(fresh).items()}
     assert validate.validate_dataset(str(appended), log=lambda *_: None) == []
+    # the drift reference is the training split's as a fresh ingest computes it
+    assert json.load(open(os.path.join(appended, "drift_reference.json"))) == \
+        json.load(open(os.path.join(fresh, "drift_reference.json")))
 
 
 @pytest.fixture()
@@ -112,6 +115,11 @@ def test_append_half_to_half_equals_a_fresh_ingest_and_keeps_old_shards(corpus):
     assert_same_dataset(ds, fresh_ingest(root, labels))
     meta = DatasetMetadata.load(str(ds))
     assert meta.generation == 1 and meta.dead_letter["count"] == 1
+    # drift.json compares the 4 decoded videos with the training split of the first half
+    drift = json.load(open(ds / "drift.json"))
+    assert drift["new"]["videos"] == 4 and drift["reference"]["videos"] == before.stats["videos"]
+    assert set(drift["signals"]) >= {"pixel_mean", "pixel_std", "motion_energy", "resolution"}
+    assert "drift vs the train split" in out
     assert [json.loads(line)["video_id"] for line in open(ds / "dead_letter.jsonl")] == ["bad.mp4"]
     assert manifest(ds)["bad.mp4"]["generation"] is None and manifest(ds)["v1.mkv"]["generation"] == 1
     listed = {s["path"] for i in meta.splits.values() for s in i["shards"]}
@@ -123,6 +131,7 @@ def test_append_half_to_half_equals_a_fresh_ingest_and_keeps_old_shards(corpus):
     rc, out = ingest("--input", str(root / "in"), "--labels", labels, "--output", str(ds), "--append", *FLAGS)
     assert rc == 0 and "decoded 0 new, 0 changed, 0 removed, 9 unchanged (not decoded)" in out, out
     assert_same_dataset(ds, root / "fresh")
+    assert json.load(open(ds / "drift.json"))["new"]["videos"] == 0  # the last run's drift, not a stale one
     assert not [n for n in os.listdir(root) if n.startswith(".ds.tmp-")]
 
 
