@@ -377,9 +377,10 @@ def run(config: IngestConfig, options, start: float) -> int:
         # when nothing was decoded, so a stale one from an earlier append cannot block a promotion.
         rows = result[1]
         decoded = [r for r in rows if r.get("generation") == generation and r.get("status") == "ok"]
-        drift.write_reference(rows, staging.work)
-        drift.write_drift(reference, decoded, staging.work)
-        store.commit(staging, *result)
+        side = {drift.DRIFT_REFERENCE_FILE: drift.reference(rows)}
+        if reference is not None:  # a dataset made before drift checks has nothing to compare with
+            side[drift.DRIFT_FILE] = drift.compare(reference, decoded)
+        store.commit(staging, *result, side_files=side)
     except BaseException:
         if staging.local:
             out_dir.discard(staging)

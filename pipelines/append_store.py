@@ -19,16 +19,20 @@ import os
 import shutil
 import socket
 import uuid
+from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from pipelines import output as out_dir
 from pipelines.config import SetupError
+from pipelines.drift import DRIFT_FILE, DRIFT_REFERENCE_FILE
 from pipelines.manifest import MANIFEST_FILE, write_manifest
 from schemas.example_proto import parse_example
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
 
+# Files an append writes beside the manifest: moved into place with it after the commit (remote outputs).
+SIDE_FILES = (DRIFT_REFERENCE_FILE, DRIFT_FILE)
 SCRATCH_PREFIX = ".append-g"  # DATASET/.append-gGGGG/: one append's rows, manifest and dead letters in waiting
 
 
@@ -140,7 +144,7 @@ def finish_remote(final: str, meta: DatasetMetadata) -> None:
     place, deletes the shards metadata.json no longer lists and the scratch directory."""
     root = final.rstrip("/")
     scratch = scratch_dir(root, meta.generation)
-    for name in (MANIFEST_FILE, DEAD_LETTER_FILE):
+    for name in (MANIFEST_FILE, DEAD_LETTER_FILE, *SIDE_FILES):
         if _exists(f"{scratch}/{name}"):
             write_bytes(f"{root}/{name}", read_bytes(f"{scratch}/{name}"))
     listed = listed_shards(meta)
@@ -166,12 +170,17 @@ def recover_remote(final: str, meta: DatasetMetadata) -> None:
         FileSystems.delete(stale)
 
 
-def commit(staging: out_dir.Staging, meta: DatasetMetadata, rows: list[dict], dead_lines: list[str]) -> None:
-    """Writes the manifest, dead letters and metadata.json of the new generation, then makes it the dataset."""
+def commit(staging: out_dir.Staging, meta: DatasetMetadata, rows: list[dict], dead_lines: list[str],
+           side_files: Optional[dict[str, dict]] = None) -> None:
+    """Writes the manifest, dead letters, SIDE_FILES ({file name: JSON data}, e.g. the drift files) and
+    metadata.json of the new generation, then makes it the dataset."""
     dead = "".join(line + "\n" for line in dead_lines).encode("utf-8")
+    side = {name: json.dumps(data, indent=1).encode("utf-8") for name, data in (side_files or {}).items()}
     if staging.local:
         write_manifest(rows, staging.work)
         write_bytes(f"{staging.work}/{DEAD_LETTER_FILE}", dead)
+        for name, data in side.items():
+            write_bytes(f"{staging.work}/{name}", data)
         shutil.rmtree(scratch_dir(staging.work, meta.generation), ignore_errors=True)
         out_dir.remove_beam_temp(staging.work)
         meta.write(staging.work)
@@ -180,6 +189,8 @@ def commit(staging: out_dir.Staging, meta: DatasetMetadata, rows: list[dict], de
     scratch = scratch_dir(staging.work, meta.generation)
     write_manifest(rows, scratch)
     write_bytes(f"{scratch}/{DEAD_LETTER_FILE}", dead)
+    for name, data in side.items():
+        write_bytes(f"{scratch}/{name}", data)
     out_dir.remove_beam_temp(staging.work)
     out_dir.write_metadata(meta, staging.work)  # the commit
     finish_remote(staging.final, meta)

@@ -278,7 +278,8 @@ def test_append_to_a_remote_dataset_commits_by_metadata_and_recovers(corpus):
     assert_same_dataset(local, fresh_ingest(root, labels))
     on_disk = {os.path.relpath(os.path.join(d, f), local) for d, _, fs in os.walk(local) for f in fs}
     listed = {s["path"] for i in DatasetMetadata.load(str(local)).splits.values() for s in i["shards"]}
-    assert on_disk == listed | {"metadata.json", "videos.parquet", "dead_letter.jsonl"}
+    assert on_disk == listed | {"metadata.json", "videos.parquet", "dead_letter.jsonl", "drift_reference.json",
+                                "drift.json"}
     # killed after its metadata.json (the commit), before the manifest was moved into place: the next
     # append finishes that first, so it knows the videos generation 1 decoded
     new_manifest = (local / "videos.parquet").read_bytes()
