@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -230,34 +230,6 @@ def load_reference(directory: str) -> Optional[dict]:
         return None
     with FileSystems.open(path) as f:
         return json.loads(f.read())
-
-
-def write_drift(reference: Union[str, dict, None], new_rows: list[dict],
-                output_dir: Optional[str] = None) -> Optional[dict]:
-    """Compares new videos with a dataset's training split and writes drift.json (the append hook).
-
-    Args:
-      reference: the dataset directory whose drift_reference.json is the reference, or that
-        file's contents loaded earlier (`load_reference`). For an append, the dataset as it was
-        before the run, so new videos are not compared with themselves: load it at launch when
-        the run rewrites drift_reference.json in place (remote outputs).
-      new_rows: manifest rows of the videos decoded in this run (new and changed ones).
-      output_dir: where drift.json goes (an append's staging directory); default: the reference
-        directory.
-
-    Returns:
-      The drift.json dict, or None when there is no reference (a dataset made before drift
-      checks): nothing is written.
-    """
-    ref = load_reference(reference) if isinstance(reference, str) else reference
-    if ref is None:
-        return None
-    out = output_dir or (reference if isinstance(reference, str) else None)
-    if out is None:
-        raise ValueError("write_drift: pass output_dir with a loaded reference")
-    drift = compare(ref, new_rows)
-    write_json(drift, out, DRIFT_FILE)
-    return drift
 
 
 def load_drift(directory: str) -> Optional[dict]:

@@ -149,12 +149,9 @@ def test_a_brighter_corpus_at_a_new_resolution_drifts_in_exactly_those_signals(d
     # the reference ingest wrote the same histograms into the dataset
     with open(os.path.join(datasets["ref"], drift.DRIFT_REFERENCE_FILE)) as f:
         assert json.load(f) == drift.reference(ref_rows)
-    # the append hook: new rows against the dataset's reference, drift.json written where asked
-    hook = drift.write_drift(datasets["ref"], new_rows, str(datasets["root"]))
-    with open(datasets["root"] / drift.DRIFT_FILE) as f:
-        assert json.load(f) == hook == json.loads(json.dumps(out))
-    assert "PSI >= 0.1: " in drift.dataset_lines(str(datasets["root"]))[0]
-    assert drift.write_drift(str(datasets["root"] / "ref"), new_rows) is None  # no reference: nothing written
+    # comparing with the dataset's stored reference gives the same as comparing with its rows
+    assert drift.compare(drift.load_reference(datasets["ref"]), new_rows) == out
+    assert drift.load_reference(str(datasets["root"] / "ref")) is None  # a folder with no reference
 
 
 def test_predict_compares_new_videos_with_the_models_training_split(datasets, tmp_path, capsys):
@@ -250,26 +247,27 @@ def test_the_reference_percentiles_cut_into_exactly_the_bins_a_direct_count_give
         assert same["verdict"] == "stable" and moved["verdict"] == "shifted", (same["psi"], moved["psi"])
 
 
-def test_retrain_reads_the_datasets_drift_json_and_holds_back_a_drifted_run(tmp_path):
-    from clipforge import synth
-    corpus = str(tmp_path / "corpus")
-    synth.make_corpus(corpus, n_videos=8, seed=5, size=32, seconds=1.5)
+def test_retrain_appends_brighter_videos_and_holds_back_the_drifted_run(tmp_path):
+    corpus = _corpus(tmp_path / "corpus")
     cfg = {"root": str(tmp_path / "root"),
-           "ingest": {"input": corpus, "labels": os.path.join(corpus, "labels.csv"), "task": "regression",
-                      "target_columns": ["speed"], "frames": 4, "stride": 2, "fps": 12, "size": "24x24",
-                      "color": "gray", "splits": [0.6, 0.2, 0.2]},
-           "train": {"arch": "conv3d", "epochs": 1, "batch_size": 8, "set": {"filters": [4, 8]}},
+           "ingest": {"input": corpus, "task": "next_frame", "horizon": 1, "frames": 4, "stride": 4, "fps": 10,
+                      "size": "16x16", "color": "gray", "splits": [0.5, 0.25, 0.25]},
+           "train": {"arch": "conv3d", "epochs": 1, "batch_size": 2, "set": {"filters": [4, 8]}},
            "promote": {"require_beats_baseline": False, "max_drift_psi": 0.25}}
     first = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
     assert first["promoted"] is True and first["drift"] is None and first["max_drift_psi"] == 0.25
-    # what an append of brighter videos leaves beside the dataset's metadata.json
-    rows = [dict(r, pixel_mean=r["pixel_mean"] + 100) for r in _rows(first["dataset"]) if r["status"] == "ok"]
-    written = drift.write_drift(first["dataset"], rows)
-    assert written["signals"]["pixel_mean"]["verdict"] == "shifted"
+    # this week's videos: brighter, half of them at a new resolution; retrain appends them
+    bright = _corpus(tmp_path / "bright", brightness=50, big=(1, 3, 5, 7))
+    for name in os.listdir(bright):
+        shutil.copy(os.path.join(bright, name), os.path.join(corpus, "new_" + name))
     second = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
-    assert second["promoted"] is False and second["dataset"] == first["dataset"]
-    assert second["reason"].startswith("drift: pixel_mean PSI ")
-    assert "above promote.max_drift_psi 0.25 (8 new video(s) against the" in second["reason"]
+    assert second["videos_decoded"] == 8 and second["dataset"] == first["dataset"]
+    assert second["promoted"] is False and second["reason"].startswith("drift: ")
+    assert "pixel_mean PSI " in second["reason"] and "resolution PSI " in second["reason"]
+    written = drift.load_drift(first["dataset"])
+    assert written["new"]["videos"] == 8  # every decoded video, whatever its split, against the training split
+    assert (f"above promote.max_drift_psi 0.25 ({written['new']['videos']} new video(s) against the "
+            f"{written['reference']['videos']} of the train split)") in second["reason"]
     assert second["drift"] == {s: v["psi"] for s, v in written["signals"].items()}
     with open(os.path.join(cfg["root"], "runs", second["run_id"], "decision.json")) as f:
         assert json.load(f)["reason"] == second["reason"]
