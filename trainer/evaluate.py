@@ -105,7 +105,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
              top_k: int = 2, aggregate: str = "mean") -> tuple[dict, Any, dict, DatasetMetadata]:
     """Scores an export on a dataset split against the task's baselines, per window and per video.
 
-    `aggregate` (mean | max | vote; vote for classification only) is how a video's windows
+    `aggregate` (mean | max | vote, as the task row allows: vote for classification) is how a video's windows
     combine into the video-level figures.
 
     Returns:
@@ -146,6 +146,14 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
           model.video.{videos, mse, psnr, ssim}             mean over videos of each video's PSNR (of
                                                             its mean window MSE) and mean SSIM; max:
                                                             of its worst window
+        multilabel:
+          model.{map, map_classes, map_skipped_classes}     mean AP over classes with a positive
+          model.{gap, hit_at_1, micro_f1, macro_f1, threshold}   GAP@20 (YouTube-8M), F1s at p >= 0.5
+          model.per_class.<class>.{ap, precision, recall, f1, support}
+          baseline.<same keys>, baseline.class_frequencies  every window scored with the training
+                                                            class frequencies (stats.class_counts)
+          model.video.{videos, map, gap, ...}               per-video mean (max) window probabilities
+                                                            against the union of its windows' classes
 
     Raises:
       EvaluationError, MissingMetadataError, SpecError: a wrong set-up, with one clear message.
