@@ -15,7 +15,7 @@ def psnr(mse, max_val: float = MAX_PIXEL):
 
     10 * log10(max_val**2 / mse), at most PSNR_CAP (100 dB) for a perfect prediction.
     """
-    floor = max_val ** 2 / 10.0 ** (PSNR_CAP / 10.0)
+    floor = max_val ** 2 / 10.0 ** (PSNR_CAP / 10.0)  # MSE_FLOOR for the 0..255 scale
     return 10.0 * np.log10(max_val ** 2 / np.maximum(np.asarray(mse, np.float64), floor))
 
 
