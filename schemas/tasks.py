@@ -228,7 +228,9 @@ class UnknownTask(KeyError):
 
 
 def task_of(target_or_name) -> Task:
-    """The row of a TargetSpec (or a task name); raises UnknownTask listing the valid names."""
+    """The row of a TargetSpec, a task name or a row itself; raises UnknownTask listing the valid names."""
+    if isinstance(target_or_name, Task):
+        return target_or_name
     name = getattr(target_or_name, "task", target_or_name)
     try:
         return TASKS[name]

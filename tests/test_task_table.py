@@ -72,3 +72,10 @@ def test_target_spec_round_trips_through_the_row_fields():
         assert TargetSpec.from_dict(d) == t
     with pytest.raises(tasks.UnknownTask, match="multilabel"):
         tasks.task_of("nope")
+
+
+def test_task_of_takes_a_row_a_name_or_a_target_spec():
+    row = tasks.MULTILABEL
+    assert tasks.task_of(row) is row
+    assert tasks.task_of(row.name) is row
+    assert tasks.task_of(TargetSpec(row.name, classes=("a",))) is row
