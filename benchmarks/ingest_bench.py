@@ -12,12 +12,14 @@ from typing import Optional
 
 import numpy as np
 
+from schemas.tasks import NEXT_FRAME
+
 CLIP = dict(width=640, height=272, fps=25)
 
 
 def ingest_flags(stride: int = 8) -> list[str]:
     """The window settings every ingest benchmark uses (T=8 at 112x112 gray, all videos in train)."""
-    return ["--task", "next_frame", "--frames", "8", "--stride", str(stride), "--fps", "25",
+    return ["--task", NEXT_FRAME.name, "--frames", "8", "--stride", str(stride), "--fps", "25",
             "--size", "112x112", "--color", "gray", "--horizon", "1", "--splits", "1,0,0"]
 FILTER = "fps=25,scale=112:112,format=gray"
 
@@ -206,7 +208,7 @@ def jpeg_psnr(workdir: str) -> float:
     return float(10 * np.log10(255 ** 2 / max(mse, 1e-12)))
 
 
-SHORT_FLAGS = ["--task", "next_frame", "--frames", "4", "--stride", "4", "--fps", "10", "--size", "64x64",
+SHORT_FLAGS = ["--task", NEXT_FRAME.name, "--frames", "4", "--stride", "4", "--fps", "10", "--size", "64x64",
                "--color", "gray", "--splits", "1,0,0", "--ffmpeg-threads", "1"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import time
 
+from schemas.tasks import REGRESSION
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -14,9 +16,8 @@ def _demo_dataset(workdir: str) -> str:
     corpus, data = os.path.join(workdir, "input_corpus"), os.path.join(workdir, "input_dataset")
     if not os.path.exists(os.path.join(data, "metadata.json")):
         synth.make_corpus(corpus, n_videos=60, seed=0, seconds=demo.CLIP_SECONDS)
-        preset = demo.PRESETS["regression"]
         assert ingest.run(["--input", corpus, "--labels", os.path.join(corpus, "labels.csv"), "--output", data,
-                           "--overwrite", *preset.ingest]) == 0
+                           "--overwrite", *demo.ingest_flags(REGRESSION.name)]) == 0
     return data
 
 
@@ -51,7 +52,7 @@ def run(workdir: str, batch: int = 16, epochs: int = 6) -> dict:
     xs = np.concatenate([x.numpy() for x, _ in batches])
     ys = np.concatenate([y.numpy() for _, y in batches])
     memory = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(batch).cache()
-    cfg = TrainConfig(data=data, workdir=workdir, arch=demo.PRESETS["regression"].arch, epochs=epochs,
+    cfg = TrainConfig(data=data, workdir=workdir, arch=demo.PRESETS[REGRESSION.name].arch, epochs=epochs,
                       batch_size=batch).validate()
     times = {}
     for name, make in (("memory", lambda: memory), ("shards", shards), ("cached", cached)):
@@ -92,7 +93,7 @@ def run_clip(workdir: str, clip_frames: int = 3, clip_strides: tuple[int, ...] =
     batches = list(spans())
     memory = tf.data.Dataset.from_tensor_slices((np.concatenate([x.numpy() for x, _ in batches]),
                                                  np.concatenate([y.numpy() for _, y in batches]))).batch(batch).cache()
-    cfg = TrainConfig(data=data, workdir=workdir, arch=demo.PRESETS["regression"].arch, epochs=epochs,
+    cfg = TrainConfig(data=data, workdir=workdir, arch=demo.PRESETS[REGRESSION.name].arch, epochs=epochs,
                       batch_size=batch, clip_frames=clip_frames, clip_strides=clip_strides).validate()
     times = {}
     for name, make in (("memory", lambda: memory), ("spans", spans)):

@@ -48,6 +48,7 @@ from trainer.heads import build_model  # noqa: E402
 from trainer.losses import task_loss, task_metrics  # noqa: E402
 from trainer.distribute import select_strategy  # noqa: E402
 from trainer.train import precision_policy  # noqa: E402
+from schemas.tasks import REGRESSION  # noqa: E402
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
@@ -74,7 +75,7 @@ def synthetic_metadata(frames: int, size: int, channels: int) -> DatasetMetadata
     return DatasetMetadata(
         spec=WindowSpec(frames=frames, stride=frames, fps=10.0, height=size, width=size,
                         channels=channels),
-        target=TargetSpec("regression", outputs=("y",)), splits={}, dead_letter={},
+        target=TargetSpec(REGRESSION.name, outputs=("y",)), splits={}, dead_letter={},
         stats={"pixel_mean": [110.0] * channels, "pixel_std": [60.0] * channels,
                "target_mean": [0.0], "target_std": [1.0]},
         config={}, fingerprint="benchmark")
@@ -91,8 +92,8 @@ def measure(arch: str, meta: DatasetMetadata, batch: int, steps: int, repeats: i
     with select_strategy(args.strategy).scope():
         model = build_model(meta, cfg)
         model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                      loss=task_loss("regression", "mse", meta.stats),
-                      metrics=task_metrics("regression"), jit_compile=args.jit)
+                      loss=task_loss(REGRESSION, "mse", meta.stats),
+                      metrics=task_metrics(REGRESSION), jit_compile=args.jit)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch,) + meta.spec.window_shape, dtype=np.uint8)
     y = rng.normal(size=(batch, 1)).astype(np.float32)

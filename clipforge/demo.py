@@ -2,60 +2,29 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
 import sys
 import time
 
+from schemas.tasks import NAMES, TASKS
 
 CLIP_SECONDS = 5.0  # 60 frames per clip at 12 fps: ~19 windows each at stride 3
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Demo settings for one task, chosen so the defaults finish in minutes on 2 CPU cores."""
-
-    arch: str
-    ingest: tuple[str, ...]
-    train: tuple[str, ...]
-    epochs: int
-
-
-# Each task reads the same corpus (64x64 clips at 12 fps); only the target and the model differ.
-# 15% of the videos are held out for the test split so the report rests on ~9 unseen clips.
+# Each task reads the same kind of corpus (64x64 clips at 12 fps); only the target and the model
+# differ (schemas/tasks.py `demo`). 15% of the videos are held out for the test split so the
+# report rests on ~9 unseen clips.
 _WINDOWS = ("--fps", "12", "--size", "64x64", "--color", "gray", "--splits", "0.7,0.15,0.15")
-PRESETS = {
-    # Speed needs motion between frames: 3D filters see it directly. 10 epochs at a higher peak LR
-    # beat the R2 that 30 epochs at 1e-3 did (0.89 vs 0.86) in under 3 min on a 2-core AVX2 CPU.
-    "regression": Preset(
-        arch="conv3d",
-        ingest=("--task", "regression", "--target-columns", "speed", "--frames", "6", "--stride", "3", *_WINDOWS),
-        train=("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=none"), epochs=10),
-    # Direction is easy once frames are stacked as channels: the fastest model is enough; random
-    # crops (never flips: they would swap left and right) keep it from keying on backgrounds.
-    "classification": Preset(
-        arch="frames_as_channels",
-        ingest=("--task", "classification", "--label-column", "direction", "--frames", "6", "--stride", "3",
-                *_WINDOWS),
-        train=("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=crop"), epochs=30),
-    "next_frame": Preset(
-        arch="frames_as_channels",
-        ingest=("--task", "next_frame", "--horizon", "1", "--frames", "4", "--stride", "2", *_WINDOWS),
-        train=("--batch-size", "16", "--learning-rate", "0.001"), epochs=15),
-}
-
+PRESETS = {name: row.demo for name, row in TASKS.items()}
 # The metric each task is judged on, and the baseline it must beat: (label, model key, baseline key).
-HEADLINES = {
-    "regression": [("R2", "model.r2", "baseline.r2"), ("MAE", "model.mae", "baseline.mae"),
-                   ("RMSE", "model.rmse", "baseline.rmse")],
-    "classification": [("accuracy", "model.accuracy", "baseline.accuracy"),
-                       ("macro F1", "model.macro_f1", "baseline.macro_f1")],
-    "next_frame": [("PSNR dB", "model.psnr", "baseline_copy_last.psnr"),
-                   ("SSIM", "model.ssim", "baseline_copy_last.ssim"),
-                   ("MSE", "model.mse", "baseline_copy_last.mse")],
-}
+HEADLINES = {name: list(row.headline) for name, row in TASKS.items()}
+
+
+def ingest_flags(task: str) -> list[str]:
+    """The ingest flags of a task's demo dataset (besides --input, --labels and --output)."""
+    return ["--task", task, *PRESETS[task].ingest, *_WINDOWS]
 
 
 def _get(d: dict, dotted: str):
@@ -66,13 +35,13 @@ def _get(d: dict, dotted: str):
 
 def summary_table(task: str, metrics: dict) -> str:
     """The table the demo prints: each headline metric for the model beside its baseline."""
-    base = "copy-last baseline" if task == "next_frame" else "baseline"
-    rows = [f"{'metric':<10} {'model':>10} {base:>20}"]
+    base = TASKS[task].baseline.name
+    rows = [f"{'metric':<10} {'model':>10} {base:>26}"]
     for label, mk, bk in HEADLINES[task]:
-        rows.append(f"{label:<10} {_get(metrics, mk):>10.4f} {_get(metrics, bk):>20.4f}")
-    if task == "next_frame":
+        rows.append(f"{label:<10} {_get(metrics, mk):>10.4f} {_get(metrics, bk):>26.4f}")
+    if "gain_db_over_copy_last" in metrics:
         rows.append(f"gain over copy-last: {metrics['gain_db_over_copy_last']:+.2f} dB")
-    if task == "regression":
+    if "skill" in metrics:
         rows.append(f"skill (1 - MSE/MSE_baseline): {metrics['skill']:.4f}")
     return "\n".join(rows)
 
@@ -94,23 +63,26 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     from trainer import evaluate, main as train_main
 
     preset = PRESETS[task]
-    corpus = os.path.join(workdir, "corpus")
+    # A corpus with extra shapes per clip is its own (the other tasks' clips stay as they were).
+    corpus = os.path.join(workdir, "corpus" + (f"_shapes{preset.extra_shapes}" if preset.extra_shapes else ""))
     data = os.path.join(workdir, f"dataset_{task}")
     run_dir = os.path.join(workdir, f"train_{task}")
     report = os.path.join(workdir, f"report_{task}")
     start = time.time()
     # The corpus is shared by the three tasks; remade only when its settings change.
     stamp = os.path.join(corpus, "corpus.json")
-    wanted = {"videos": n_videos, "seed": seed, "seconds": CLIP_SECONDS}
+    wanted = {"videos": n_videos, "seed": seed, "seconds": CLIP_SECONDS, "extra_shapes": preset.extra_shapes}
     if not os.path.exists(stamp) or json.load(open(stamp, encoding="utf-8")) != wanted:
         print(f"=== making a synthetic corpus of {n_videos} clips in {corpus}", flush=True)
         shutil.rmtree(corpus, ignore_errors=True)
-        synth.make_corpus(corpus, n_videos=n_videos, seed=seed, seconds=CLIP_SECONDS)
+        synth.make_corpus(corpus, n_videos=n_videos, seed=seed, seconds=CLIP_SECONDS,
+                          extra_shapes=preset.extra_shapes)
         with open(stamp, "w", encoding="utf-8") as f:
             json.dump(wanted, f)
-    # next_frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
-    labels = ["--labels", os.path.join(corpus, "labels.csv")] if task != "next_frame" else []
-    _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite", *preset.ingest])
+    # frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
+    labels = ["--labels", os.path.join(corpus, "labels.csv")] if TASKS[task].labels else []
+    _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite",
+                                 *ingest_flags(task)])
     _step("train", train_main.run, ["--data", data, "--workdir", run_dir, "--arch", arch or preset.arch,
                                     "--epochs", str(epochs or preset.epochs), "--set", f"seed={seed}",
                                     *preset.train, *extra_train])
@@ -132,9 +104,8 @@ def run(argv: list[str]) -> int:
         description="Make a synthetic corpus of real mp4 clips of moving shapes (known speed and direction), "
                     "then ingest, train and evaluate, and print the model's metrics beside the baseline's.")
     parser.add_argument("--workdir", default="demo_out", help="where the corpus, dataset, model and report go")
-    parser.add_argument("--task", choices=sorted(PRESETS), default="regression",
-                        help="regression: object speed (px/s); classification: direction of motion (4 classes); "
-                             "next_frame: the clip's next frame")
+    parser.add_argument("--task", choices=NAMES, default=NAMES[0],
+                        help="; ".join(f"{name}: {row.demo.what}" for name, row in TASKS.items()))
     parser.add_argument("--arch", help="architecture (clipforge train --list-archs); default: the task's preset")
     parser.add_argument("--videos", type=int, default=60, help="clips in the synthetic corpus")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the task's preset)")

@@ -13,9 +13,11 @@ import socket
 from typing import Optional
 
 from schemas.configs import ConfigError
+from schemas.tasks import TASKS
 
-# The metric each task is judged on by default; all are "higher is better".
-PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy", "next_frame": "psnr"}
+# The metric each task is judged on by default (schemas/tasks.py promotion_metric); all are
+# "higher is better".
+PRIMARY_METRIC = {name: row.promotion_metric for name, row in TASKS.items()}
 LOWER_IS_BETTER = {"mae", "rmse", "mse"}
 HISTORY_FILE = "history.jsonl"
 EXPORT_SUBDIR = os.path.join("train", "export")
@@ -71,15 +73,12 @@ class BaselineRule:
     lower_is_better: bool = False
 
 
-# The honest baseline evaluate scores beside the model, per task. Regression compares MSE, which is
-# the same as skill > 0 (skill = 1 - MSE_model / MSE_baseline). A task missing here is never
-# promoted while require_beats_baseline is on: a new task (multi-label: mAP against the class-prior
-# baseline) adds its row with its evaluate metrics.
-BASELINES = {
-    "regression": BaselineRule("training-mean baseline", "mse", "baseline", "MSE", lower_is_better=True),
-    "classification": BaselineRule("majority-class baseline", "accuracy", "baseline", "accuracy"),
-    "next_frame": BaselineRule("copy-last baseline", "psnr", "baseline_copy_last", "PSNR"),
-}
+# The honest baseline evaluate scores beside the model, per task (schemas/tasks.py `baseline`).
+# Regression compares MSE, which is the same as skill > 0 (skill = 1 - MSE_model / MSE_baseline);
+# multilabel compares mAP against the class-frequency baseline. A task without a row is never
+# promoted while require_beats_baseline is on.
+BASELINES = {name: BaselineRule(row.baseline.name, row.baseline.metric, row.baseline.section, row.baseline.label,
+                                row.baseline.lower_is_better) for name, row in TASKS.items()}
 
 
 def finite(value) -> bool:
@@ -106,7 +105,7 @@ def baseline_comparison(task: str, metrics: dict) -> Optional[dict]:
     beats = finite(model) and finite(base) and (model < base if rule.lower_is_better else model > base)
     out = {"name": rule.name, "metric": rule.metric, "label": rule.label, "model": model, "baseline": base,
            "beats": bool(beats)}
-    if task == "regression":
+    if "skill" in metrics:  # regression: 1 - MSE_model / MSE_baseline
         out["skill"] = metrics.get("skill")
     return out
 

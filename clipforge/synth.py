@@ -14,6 +14,8 @@ LABELS_FILE = "labels.csv"
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 BACKGROUNDS = ("noise", "gradient", "checker")
 SHAPES = ("disc", "square")
+# Shapes a multi-shape corpus (extra_shapes > 0) adds beside the moving one; labels.csv `shapes`.
+EXTRA_SHAPES = ("cross", "disc", "ring", "square")
 FFMPEG_TIMEOUT_S = 60
 
 
@@ -35,6 +37,7 @@ class Clip:
       start: (x, y) centre at t=0, pixels.
       background: noise | gradient | checker.
       seed: seed of the background texture.
+      extras: further shapes moving with the first one, each (shape, radius, color, start).
     """
 
     video: str
@@ -46,6 +49,12 @@ class Clip:
     start: tuple[float, float]
     background: str
     seed: int
+    extras: tuple = ()
+
+    @property
+    def shapes(self) -> list[str]:
+        """The distinct shapes in the clip, sorted (the multilabel label set)."""
+        return sorted({self.shape, *(e[0] for e in self.extras)})
 
 
 def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,20 +96,34 @@ def render(clip: Clip, size: int, fps: float, frames: int) -> np.ndarray:
     bg = _background(clip.background, size, np.random.default_rng(clip.seed))
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     dx, dy = DIRECTIONS[clip.direction]
-    color = np.asarray(clip.color, np.float64)
     out = np.empty((frames, size, size, 3), np.uint8)
+    layers = [(clip.shape, clip.radius, clip.color, clip.start), *clip.extras]
     for i in range(frames):
-        cx = clip.start[0] + dx * clip.speed * i / fps
-        cy = clip.start[1] + dy * clip.speed * i / fps
-        # Offsets on the torus: the nearest copy of the centre, so the shape wraps seamlessly.
-        ox = (xs - cx + size / 2) % size - size / 2
-        oy = (ys - cy + size / 2) % size - size / 2
-        if clip.shape == "disc":
-            alpha = np.clip(clip.radius + 0.5 - np.hypot(ox, oy), 0, 1)
-        else:
-            alpha = np.clip(clip.radius + 0.5 - np.abs(ox), 0, 1) * np.clip(clip.radius + 0.5 - np.abs(oy), 0, 1)
-        out[i] = np.round(bg * (1 - alpha[..., None]) + color * alpha[..., None]).astype(np.uint8)
+        img = bg
+        for shape, radius, color, start in layers:
+            cx = start[0] + dx * clip.speed * i / fps
+            cy = start[1] + dy * clip.speed * i / fps
+            # Offsets on the torus: the nearest copy of the centre, so the shape wraps seamlessly.
+            ox = (xs - cx + size / 2) % size - size / 2
+            oy = (ys - cy + size / 2) % size - size / 2
+            alpha = _alpha(shape, radius, ox, oy)[..., None]
+            img = img * (1 - alpha) + np.asarray(color, np.float64) * alpha
+        out[i] = np.round(img).astype(np.uint8)
     return out
+
+
+def _alpha(shape: str, r: float, ox: np.ndarray, oy: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage in 0..1 of a shape of radius r at offsets (ox, oy) from its centre."""
+    inside = lambda d, edge: np.clip(edge + 0.5 - d, 0, 1)
+    if shape == "disc":
+        return inside(np.hypot(ox, oy), r)
+    if shape == "ring":  # a disc with a hole of half its radius
+        d = np.hypot(ox, oy)
+        return inside(d, r) * np.clip(d - 0.5 * r + 0.5, 0, 1)
+    if shape == "cross":  # two bars a third of the radius thick
+        bar = lambda a, b: inside(np.abs(a), r) * inside(np.abs(b), r / 3)
+        return np.maximum(bar(ox, oy), bar(oy, ox))
+    return inside(np.abs(ox), r) * inside(np.abs(oy), r)
 
 
 def encode_mp4(frames: np.ndarray, path: str, fps: float) -> None:
@@ -128,8 +151,13 @@ def encode_mp4(frames: np.ndarray, path: str, fps: float) -> None:
         raise SynthError(f"ffmpeg failed ({proc.returncode}) writing {path}: {err.decode(errors='replace')[-1000:]}")
 
 
-def plan_corpus(n_videos: int, seed: int, size: int, speed_range: tuple[float, float]) -> list[Clip]:
-    """Draws every clip's parameters; directions are balanced (n_videos // 4 each, the rest random)."""
+def plan_corpus(n_videos: int, seed: int, size: int, speed_range: tuple[float, float],
+                extra_shapes: int = 0) -> list[Clip]:
+    """Draws every clip's parameters; directions are balanced (n_videos // 4 each, the rest random).
+
+    extra_shapes > 0 adds 0..extra_shapes further shapes to each clip, drawn from a second random
+    stream, so the first shape of every clip is the same as without them.
+    """
     rng = np.random.default_rng(seed)
     names = list(DIRECTIONS)
     directions = [names[i % 4] for i in range(n_videos)]
@@ -141,12 +169,27 @@ def plan_corpus(n_videos: int, seed: int, size: int, speed_range: tuple[float, f
             shape=SHAPES[int(rng.integers(len(SHAPES)))], radius=round(float(rng.uniform(0.08, 0.14) * size), 2),
             color=_bright_color(rng), start=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
             background=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], seed=int(rng.integers(2 ** 31))))
+    if extra_shapes:
+        more = np.random.default_rng([seed, 1])
+        # the first shape is one of EXTRA_SHAPES too, so every class can be the only one in a clip
+        clips = [dataclasses.replace(c, shape=EXTRA_SHAPES[int(more.integers(len(EXTRA_SHAPES)))],
+                                     extras=_extras(more, size, int(more.integers(0, extra_shapes + 1))))
+                 for c in clips]
     return clips
 
 
+def _extras(rng: np.random.Generator, size: int, n: int) -> tuple:
+    return tuple((EXTRA_SHAPES[int(rng.integers(len(EXTRA_SHAPES)))], round(float(rng.uniform(0.08, 0.12) * size), 2),
+                  _bright_color(rng), (float(rng.uniform(0, size)), float(rng.uniform(0, size)))) for _ in range(n))
+
+
 def make_corpus(out_dir: str, n_videos: int = 60, seed: int = 0, size: int = 64, fps: float = 12.0,
-                seconds: float = 2.5, speed_range: Optional[tuple[float, float]] = None) -> list[Clip]:
+                seconds: float = 2.5, speed_range: Optional[tuple[float, float]] = None,
+                extra_shapes: int = 0) -> list[Clip]:
     """Writes n_videos mp4 clips and OUT_DIR/labels.csv (columns video, speed, direction).
+
+    With extra_shapes > 0, each clip holds 1 to 1 + extra_shapes shapes and labels.csv has a
+    `shapes` column: the clip's distinct shapes joined by `;` (the multilabel demo's labels).
 
     The same arguments always give the same clips and labels.
 
@@ -158,6 +201,7 @@ def make_corpus(out_dir: str, n_videos: int = 60, seed: int = 0, size: int = 64,
       fps: frame rate.
       seconds: clip length; each clip has round(seconds * fps) frames.
       speed_range: (min, max) px/s; default 2..6 px per frame, motion visible even at half resolution.
+      extra_shapes: most shapes added to a clip beside its first (0: one shape per clip).
 
     Returns:
       The clips, in labels.csv order.
@@ -177,11 +221,12 @@ def make_corpus(out_dir: str, n_videos: int = 60, seed: int = 0, size: int = 64,
     if shutil.which("ffmpeg") is None:
         raise SynthError("ffmpeg not found on PATH; install it (e.g. apt-get install ffmpeg) or run `make setup`")
     os.makedirs(out_dir, exist_ok=True)
-    clips = plan_corpus(n_videos, seed, size, speed_range)
+    clips = plan_corpus(n_videos, seed, size, speed_range, extra_shapes)
     for clip in clips:
         encode_mp4(render(clip, size, fps, frames), os.path.join(out_dir, clip.video), fps)
     with open(os.path.join(out_dir, LABELS_FILE), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["video", "speed", "direction"])
-        writer.writerows([c.video, f"{c.speed:.3f}", c.direction] for c in clips)
+        writer.writerow(["video", "speed", "direction"] + ["shapes"] * bool(extra_shapes))
+        writer.writerows([c.video, f"{c.speed:.3f}", c.direction] + [";".join(c.shapes)] * bool(extra_shapes)
+                         for c in clips)
     return clips

@@ -12,6 +12,7 @@ from pipelines.probe import DEFAULT_FORMATS, DEFAULT_MAX_DURATION, DEFAULT_MAX_P
 from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.metadata import COMPRESSIONS
 from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
+from schemas.tasks import choices_help, task_of
 
 SPLIT_NAMES = ("train", "validation", "test")
 COLORS = {"gray": 1, "rgb": 3}
@@ -32,10 +33,11 @@ class IngestConfig:
     Attributes:
       input: a directory of videos, a glob, or a text file listing one path per line.
       output: the dataset directory to create.
-      task: regression | classification | next_frame.
+      task: a row of the task table (schemas/tasks.py).
       labels: CSV or Parquet file joined on `video` (file name) or `video_id`.
       target_columns: regression outputs, in record order.
-      label_column: classification label column.
+      label_column: the class (or `;`-separated class set) column; None: the task row's default
+        (label, or labels for multilabel).
       frames, stride, fps, size ("HxW"), color (gray|rgb): the window spec.
       horizon: next_frame: frames after each window stored as its target.
       resize: stretch | crop | pad.
@@ -74,7 +76,7 @@ class IngestConfig:
     task: str = ""
     labels: Optional[str] = None
     target_columns: tuple[str, ...] = ("target",)
-    label_column: str = "label"
+    label_column: Optional[str] = None
     frames: int = 16
     stride: int = 16
     fps: float = 10.0
@@ -147,11 +149,8 @@ class IngestConfig:
                           jpeg_quality=self.jpeg_quality)
 
     def target_spec(self, classes: tuple[str, ...] = ()) -> TargetSpec:
-        if self.task == "regression":
-            return TargetSpec("regression", outputs=self.target_columns)
-        if self.task == "classification":
-            return TargetSpec("classification", classes=classes)
-        return TargetSpec("next_frame", horizon=self.horizon)
+        given = {"outputs": self.target_columns, "classes": classes, "horizon": self.horizon}
+        return TargetSpec(self.task, **{f: given[f] for f in task_of(self.task).fields})
 
     def check(self) -> None:
         """Raises ConfigError naming the first field whose value cannot work."""
@@ -161,6 +160,9 @@ class IngestConfig:
         need(bool(self.input), "input", "a directory, glob or list file of videos (--input)")
         need(bool(self.output), "output", "a dataset directory to write (--output)")
         need(self.task in TASKS, "task", " | ".join(TASKS))
+        row = task_of(self.task)
+        if self.label_column is None:
+            self.label_column = row.label_column
         need(self.color in COLORS, "color", "gray | rgb")
         need(self.resize in RESIZE_MODES, "resize", " | ".join(RESIZE_MODES))
         need(self.short_videos in SHORT_VIDEOS, "short_videos", " | ".join(SHORT_VIDEOS))
@@ -181,12 +183,13 @@ class IngestConfig:
              "1 to 3 fractions (train, validation, test) >= 0 that sum to 1, train > 0")
         need(not (self.append and self.overwrite), "overwrite", "not with --append (which keeps the dataset)")
         need(self.append or not self.keep_missing, "keep_missing", "only with --append")
-        if self.task == "next_frame":
-            need(self.labels is None, "labels", "no labels file: next_frame targets are the video's own frames")
+        if not row.labels:
+            need(self.labels is None, "labels", f"no labels file: {self.task} targets are the video's own frames")
         if self.labels_from_folders:
-            need(self.task == "classification", "labels_from_folders", "only with --task classification")
+            need(row.label_kind == "class", "labels_from_folders",
+                 f"only with --task {' | '.join(n for n in TASKS if task_of(n).label_kind == 'class')}")
             need(self.labels is None, "labels", "no labels file with --labels-from-folders (classes are folders)")
-        elif self.task != "next_frame":
+        elif row.labels:
             need(bool(self.labels), "labels", f"a CSV or Parquet labels file: --task {self.task} needs one "
                                               "(or --labels-from-folders for classification)")
         self.split_list_files  # noqa: B018 - raises ConfigError when malformed
@@ -202,8 +205,8 @@ class IngestConfig:
         need(len(self.target_columns) >= 1 and len(set(self.target_columns)) == len(self.target_columns),
              "target_columns", "one or more distinct column names")
         clash = sorted(set(self.target_columns) & set(RESERVED_COLUMNS))
-        need(not clash or self.task != "regression", "target_columns", f"names other than {RESERVED_COLUMNS}")
-        need(self.label_column not in RESERVED_COLUMNS or self.task != "classification", "label_column",
+        need(not clash or row.labels != "--target-columns", "target_columns", f"names other than {RESERVED_COLUMNS}")
+        need(self.label_column not in RESERVED_COLUMNS or row.labels != "--label-column", "label_column",
              f"a name other than {RESERVED_COLUMNS}")
         try:
             self.window_spec()
@@ -228,11 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--input", help="a directory (its video files, recursively), a glob, or a text file with one path "
                       "per line; local paths or any Beam filesystem (gs://, s3://)")
     a("--output", help="dataset directory to create; written beside it and renamed into place at the end")
-    a("--task", choices=TASKS, help="what each window is labelled with")
+    a("--task", choices=TASKS, help=f"what each window is labelled with: {choices_help()}")
     a("--labels", help="CSV or Parquet joined on column `video` (file name) or `video_id`: one row per "
                        "video, or segments (start, end seconds), or a time series (time seconds)")
     a("--target-columns", help="regression: comma-separated target columns (default: target)")
-    a("--label-column", help="classification: the label column (default: label)")
+    a("--label-column", help="classification: the label column (default: label); multilabel: the column of "
+                             "`;`-separated class names, empty for none (default: labels)")
     a("--frames", type=int, help="frames per window, T (default 16)")
     a("--stride", type=int, help="frames between window starts (default 16)")
     a("--fps", type=float, help="frame rate every video is resampled to (default 10)")

@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import apache_beam as beam
+import numpy as np
 
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
@@ -17,7 +18,7 @@ from pipelines.decoder import Decoder, DecoderError, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.decode import ffmpeg_args
 from pipelines.drift import dataset_lines as drift_lines
-from pipelines.labels import load_labels, rekey
+from pipelines.labels import CLASS_SEPARATOR, check_training_classes, load_labels, rekey
 from pipelines.leakage import summary_line as leakage_line
 from pipelines.manifest import dead_row, filter_graph, label_hash, provenance, summary_row
 from pipelines.probe import ProbeLimits, VideoError, probe_video
@@ -25,6 +26,7 @@ from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
                                   WriteMetadata, WriteShards)
 from schemas.configs import ConfigError
+from schemas.tasks import task_of
 from schemas.metadata import DatasetMetadata
 
 # Probing a few videos before the run estimates the corpus length for automatic shard counts.
@@ -132,6 +134,8 @@ def prepare(config: IngestConfig) -> IngestPlan:
                    threads=config.ffmpeg_threads, limits=limits, segment_seconds=config.segment_seconds,
                    decoder=config.decoder, assigned=assigned or None, groups=groups or None,
                    short_videos=config.short_videos, source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
+    if task_of(target).label_kind == "class_set" and table is not None:
+        check_training_classes(table, job.split_of, {v.video_id for v in videos})
     if config.append:  # pipelines/append.py counts the shards of the videos it decodes
         counts = [0] * len(names)
     elif config.num_shards:
@@ -155,11 +159,14 @@ def prepare(config: IngestConfig) -> IngestPlan:
 
 
 def _label_text(labels, target) -> Optional[str]:
-    """A per-video label as the manifest shows it: the class name, or the regression values."""
+    """A per-video label as the manifest shows it: the class name, the class set, or the regression values."""
     if labels is None or labels.shape != "video":
         return None
-    if target.task == "classification":
+    kind = task_of(target).label_kind
+    if kind == "class":
         return target.classes[int(labels.values[0])]
+    if kind == "class_set":
+        return CLASS_SEPARATOR.join(target.classes[k] for k in np.flatnonzero(labels.values[0]))
     return ",".join(f"{v:g}" for v in labels.values[0])
 
 

@@ -8,13 +8,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.config import SetupError
+from schemas.tasks import TASKS, task_of
 
 JOIN_COLUMNS = ("video_id", "video")  # the first one present is used
 SPLIT_COLUMN, GROUP_COLUMN = "split", "group"  # optional: a video's split, a video's group
 FPS_COLUMN = "fps"  # optional, frame folders: the rate a folder's frames were taken at
 SPLIT_VALUES = ("train", "validation", "test")
 SHAPES = ("video", "segments", "series")
-Target = Union[np.ndarray, int]  # regression (D,) float64, or a class index
+Target = Union[np.ndarray, int]  # regression (D,) float64, a class index, or a class set's indices
+CLASS_SEPARATOR = ";"  # multilabel cells: class names separated by it; an empty cell is no class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +25,13 @@ class VideoLabels:
 
     Attributes:
       shape: video (one row), segments (start/end seconds) or series (time seconds).
-      values: regression (rows, D) float64; classification (rows,) int64 class indices.
+      values: regression (rows, D) float64; classification (rows,) int64 class indices;
+        class sets (rows, K) bool multi-hot.
       rows: (rows,) 1-based row numbers in the labels file, for messages.
       start, end: segments, sorted by start; a segment covers start <= t < end.
       time: series, strictly increasing.
+      sets: values are class sets: `at` gives index arrays, and a series takes the row at or
+        before t instead of interpolating.
     """
 
     shape: str
@@ -35,6 +40,7 @@ class VideoLabels:
     start: Optional[np.ndarray] = None
     end: Optional[np.ndarray] = None
     time: Optional[np.ndarray] = None
+    sets: bool = False
 
     def problem(self, outputs: tuple[str, ...]) -> Optional[str]:
         """Why this video cannot be used (a NaN or infinite target), or None."""
@@ -51,18 +57,24 @@ class VideoLabels:
         """The target at time `t` seconds, or None when no row covers it.
 
         video: the row's value. segments: the value of the segment with start <= t < end.
-        series: linear interpolation between the rows around t (None outside the series).
+        series: linear interpolation between the rows around t (None outside the series); class
+        sets: the row at or before t (None before the first row).
         """
         if self.shape == "video":
             return self._value(0)
         if self.shape == "segments":
             i = int(np.searchsorted(self.start, t, side="right")) - 1
             return self._value(i) if i >= 0 and t < self.end[i] else None
+        if self.sets:
+            i = int(np.searchsorted(self.time, t + 1e-9, side="right")) - 1
+            return self._value(i) if i >= 0 else None
         if t < self.time[0] - 1e-9 or t > self.time[-1] + 1e-9:
             return None
         return np.array([np.interp(t, self.time, self.values[:, d]) for d in range(self.values.shape[1])])
 
     def _value(self, i: int) -> Target:
+        if self.sets:
+            return np.flatnonzero(self.values[i]).astype(np.int64)
         return self.values[i].copy() if self.values.ndim == 2 else int(self.values[i])
 
 
@@ -74,8 +86,8 @@ class LabelTable:
       path: the file read.
       shape: video | segments | series.
       join_column: video_id or video.
-      classes: classification class names, in index order (numeric order when all are
-        integers, otherwise sorted); () for regression.
+      classes: class names, in index order (classification: numeric order when all are
+        integers, otherwise sorted; multilabel: the sorted union of the sets); () for regression.
       videos: {video_id: VideoLabels}.
       ignored: columns present but unused.
       splits: {video_id: train|validation|test} from a `split` column (empty cells left out).
@@ -151,14 +163,60 @@ def _class_order(names: set[str]) -> tuple[str, ...]:
         return tuple(sorted(names))
 
 
+def _class_sets(table: pa.Table, name: str, path: str) -> list[list[str]]:
+    """A column of `;`-separated class names as lists; raises SetupError naming a bad row."""
+    out = []
+    for i, v in enumerate(table[name].to_pylist()):
+        if v is None:
+            out.append([])
+            continue
+        if not isinstance(v, str):
+            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} holds {v!r}, expected class "
+                             f"names separated by {CLASS_SEPARATOR!r} (or an empty cell for no class)")
+        if not v.strip():
+            out.append([])
+            continue
+        names = [n.strip() for n in v.split(CLASS_SEPARATOR)]
+        if any(not n for n in names):
+            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} is {v!r}: a class name is empty "
+                             f"after trimming (class names separated by {CLASS_SEPARATOR!r})")
+        out.append(sorted(set(names)))
+    return out
+
+
+def check_training_classes(table: "LabelTable", split_of, present: set, train: str = "train") -> None:
+    """Refuses a class set naming a class that no training video holds (the model could not learn it).
+
+    Args:
+      table: a class-set LabelTable, keyed by video id.
+      split_of: video id -> its split.
+      present: the ids of the videos being ingested (rows of other videos teach nothing).
+      train: the training split's name.
+
+    Raises:
+      SetupError: naming the class and the first labels row that names it.
+    """
+    seen, first_row = set(), {}
+    for vid, v in table.videos.items():
+        for r, hot in zip(v.rows, v.values):
+            for k in np.flatnonzero(hot):
+                first_row.setdefault(int(k), int(r))
+                if vid in present and split_of(vid) == train:
+                    seen.add(int(k))
+    for k, c in enumerate(table.classes):
+        if k not in seen:
+            raise SetupError(f"labels file {table.path} row {first_row.get(k, '?')}: class {c!r} is in no "
+                             f"{train} video, so no model can learn it; relabel or move a video into {train}")
+
+
 def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_column: str) -> LabelTable:
     """Reads and checks a labels file before any video is touched.
 
     Args:
       path: CSV or Parquet (any Beam filesystem path).
-      task: regression or classification.
+      task: a row name of schemas/tasks.py that reads labels (its label_kind says how).
       target_columns: regression value columns.
-      label_column: classification label column.
+      label_column: the class column (classification) or class-set column (multilabel).
 
     Returns:
       The LabelTable. Rows with NaN/empty targets are kept; their videos are dead-lettered.
@@ -173,26 +231,38 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
     join = next((c for c in JOIN_COLUMNS if c in cols), None)
     if join is None:
         raise SetupError(f"labels file {path} has no 'video' or 'video_id' column to join on (columns: {cols})")
-    needed = list(target_columns) if task == "regression" else [label_column]
+    row = task_of(task)
+    needed = list(target_columns) if row.label_kind == "numbers" else [label_column]
     missing = [c for c in needed if c not in cols]
     if missing:
-        flag = "--target-columns" if task == "regression" else "--label-column"
+        flag = row.labels
         raise SetupError(f"labels file {path} lacks column(s) {missing} ({flag}); it has {cols}")
     if ("start" in cols) != ("end" in cols):
         raise SetupError(f"labels file {path} has {'start' if 'start' in cols else 'end'!r} without "
                          f"{'end' if 'start' in cols else 'start'!r}: segments need both")
     shape = "segments" if "start" in cols else "series" if "time" in cols else "video"
-    if shape == "series" and task != "regression":
-        raise SetupError(f"labels file {path} is a time series (column 'time'): only --task regression "
-                         "interpolates targets; use segments (start, end) for class labels")
+    if shape not in row.label_shapes:
+        takers = " | ".join(n for n, r in TASKS.items() if shape in r.label_shapes)
+        raise SetupError(f"labels file {path} is a time series (column 'time'): only --task {takers} read "
+                         f"one (regression interpolates targets); use segments (start, end) for {task} labels")
     keys = {"video": [], "segments": ["start", "end"], "series": ["time"]}[shape]
     ignored = [c for c in cols if c not in [join, *needed, *keys, SPLIT_COLUMN, GROUP_COLUMN, FPS_COLUMN]
                and c not in JOIN_COLUMNS]
 
     ids = [normalize_id(v) for v in _strings(table, join, path)]
     classes: tuple[str, ...] = ()
-    if task == "regression":
+    if row.label_kind == "numbers":
         values = np.stack([_numbers(table, c, path, allow_empty=True) for c in target_columns], axis=1)
+    elif row.label_kind == "class_set":
+        sets = _class_sets(table, label_column, path)
+        classes = tuple(sorted({n for names in sets for n in names}))
+        if not classes:
+            raise SetupError(f"labels file {path}: column {label_column!r} names no class in any row; "
+                             f"{task} needs at least one class")
+        index = {c: i for i, c in enumerate(classes)}
+        values = np.zeros((len(sets), len(classes)), bool)
+        for r, names in enumerate(sets):
+            values[r, [index[n] for n in names]] = True
     else:
         names = _strings(table, label_column, path)
         classes = _class_order(set(names))
@@ -208,7 +278,8 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         raise SetupError(f"labels file {path}: column 'split' of video {bad[0]!r} is {bad[1]!r}, expected one "
                          f"of {', '.join(SPLIT_VALUES)} (or empty for the hash split)")
     return LabelTable(path=path, shape=shape, join_column=join, classes=classes,
-                      videos=_group(ids, values, times, shape, path), ignored=ignored, splits=splits,
+                      videos=_group(ids, values, times, shape, path, row.label_kind == "class_set"),
+                      ignored=ignored, splits=splits,
                       groups=_per_video(table, GROUP_COLUMN, ids, path), fps=_fps(table, ids, path))
 
 
@@ -296,7 +367,8 @@ def rekey(table: LabelTable, refs: list) -> LabelTable:
         fps={m.get(k, k): v for k, v in table.fps.items()})
 
 
-def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str) -> dict[str, VideoLabels]:
+def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str,
+           sets: bool = False) -> dict[str, VideoLabels]:
     """Groups rows by video, sorted by time, refusing duplicates and overlapping segments."""
     uniq, codes = np.unique(np.array(ids, dtype=object), return_inverse=True)
     sort_key = times["start"] if shape == "segments" else times["time"] if shape == "series" else np.zeros(len(ids))
@@ -312,7 +384,7 @@ def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: st
             if rows.size > 1:
                 raise SetupError(f"labels file {path}: rows {sorted(numbers.tolist())[:5]} all label "
                                  f"video {vid!r}; keep one row per video")
-            out[vid] = VideoLabels("video", values[rows], numbers)
+            out[vid] = VideoLabels("video", values[rows], numbers, sets=sets)
         elif shape == "series":
             t = times["time"][rows]
             dup = np.flatnonzero(np.diff(t) <= 0)
@@ -320,7 +392,7 @@ def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: st
                 i = dup[0]
                 raise SetupError(f"labels file {path}: rows {numbers[i]} and {numbers[i + 1]} both give "
                                  f"video {vid!r} at time {t[i]:g}")
-            out[vid] = VideoLabels("series", values[rows], numbers, time=t)
+            out[vid] = VideoLabels("series", values[rows], numbers, time=t, sets=sets)
         else:
             s, e = times["start"][rows], times["end"][rows]
             empty = np.flatnonzero(e <= s)
@@ -332,5 +404,5 @@ def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: st
                 i = overlap[0]
                 raise SetupError(f"labels file {path}: rows {numbers[i]} and {numbers[i + 1]} give "
                                  f"overlapping segments of video {vid!r}")
-            out[vid] = VideoLabels("segments", values[rows], numbers, start=s, end=e)
+            out[vid] = VideoLabels("segments", values[rows], numbers, start=s, end=e, sets=sets)
     return out

@@ -29,7 +29,9 @@ from pipelines.signals import combine as signals_row
 from pipelines.transforms import DEAD_LETTER, SIGNALS, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
 from schemas.metadata import MissingMetadataError
+from schemas.measures import frame_psnr as psnr  # noqa: F401 - the one PSNR, also evaluate's
 from schemas.spec import SpecError, TargetSpec
+from schemas.tasks import task_of
 
 # Beam's RunInference warns on every batch when its optional ModelManager cannot be imported,
 # though it only loses a memory metric; keep the log readable.
@@ -84,10 +86,9 @@ class _LoadedExport:
         self.serve = loaded.signatures[SERVING_SIGNATURE]
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two arrays on the 0..255 scale (capped at 100 dB for equal arrays)."""
-    mse = float(np.mean((np.clip(a, 0, 255).astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse <= 1e-10 else float(10 * np.log10(255.0 ** 2 / mse))
+# The Parquet type of each column kind a task row's columns use (schemas/tasks.py).
+COLUMN_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(),
+                "list_float64": pa.list_(pa.float64()), "list_string": pa.list_(pa.string())}
 
 
 def _png(frame: np.ndarray) -> bytes:
@@ -102,13 +103,7 @@ def window_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
     """The Parquet schema of OUTPUT/windows/*.parquet for a task (with --embeddings, an embedding column)."""
     fields = [("video", pa.string()), ("path", pa.string()), ("start_frame", pa.int64()), ("start_time", pa.float64()),
               ("padded_frames", pa.int64())]
-    if target.task == "regression":
-        fields += [(f"pred_{n}", pa.float64()) for n in target.outputs]
-    elif target.task == "classification":
-        fields += [("class_id", pa.int64()), ("class_name", pa.string()), ("probabilities", pa.list_(pa.float64()))]
-    else:
-        fields += [("frame_path", pa.string()), ("psnr", pa.float64()), ("psnr_copy_last", pa.float64()),
-                   ("anomaly_score", pa.float64())]
+    fields += [(name, COLUMN_TYPES[kind]) for name, kind in task_of(target).window_columns(target)]
     if embeddings:
         fields.append((EMBEDDING, pa.list_(pa.float32())))
     return pa.schema(fields)
@@ -117,12 +112,7 @@ def window_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
 def video_schema(target: TargetSpec, embeddings: bool = False) -> pa.Schema:
     """The Parquet schema of OUTPUT/videos.parquet for a task (with --embeddings, mean_embedding)."""
     fields = [("video", pa.string()), ("windows", pa.int64())]
-    if target.task == "regression":
-        fields += [(f"mean_{n}", pa.float64()) for n in target.outputs]
-    elif target.task == "classification":
-        fields += [("majority_class", pa.string()), ("mean_probabilities", pa.list_(pa.float64()))]
-    else:
-        fields += [("mean_psnr", pa.float64()), ("mean_psnr_copy_last", pa.float64())]
+    fields += [(name, COLUMN_TYPES[kind]) for name, kind in task_of(target).video_columns(target)]
     if embeddings:
         fields.append(("mean_embedding", pa.list_(pa.float32())))
     return pa.schema(fields)
@@ -143,20 +133,13 @@ class _ToRowFn(beam.DoFn):
             row[EMBEDDING] = [float(v) for v in np.asarray(inference[EMBEDDING], np.float32)]
             inference = inference[PREDICTION]
         pred = np.asarray(inference, np.float64)
-        t = self.target
-        if t.task == "regression":
-            row.update({f"pred_{n}": float(v) for n, v in zip(t.outputs, pred)})
-        elif t.task == "classification":
-            k = int(np.argmax(pred))
-            row.update(class_id=k, class_name=t.classes[k], probabilities=[float(p) for p in pred])
-        else:
+        task = task_of(self.target)
+        if task.target_frames:
             name = f"{FRAMES_DIR}/{video_id}/{int(start_frame):08d}.png"
             with FileSystems.create(f"{self.output_dir}/{name}") as f:
                 f.write(_png(pred[0]))
             row["frame_path"] = name
-            last = result.example[-1]
-            row["psnr"] = psnr(pred, truth) if truth is not None else None
-            row["psnr_copy_last"] = psnr(np.repeat(last[None], len(truth), 0), truth) if truth is not None else None
+        row.update(task.window_row(self.target, pred, truth, result.example[-1]))
         yield row
 
 
@@ -164,19 +147,7 @@ def summarize_video(video: str, rows: Iterable[dict], target: TargetSpec) -> dic
     """One videos.parquet row from the video's window rows."""
     rows = sorted(rows, key=lambda r: r["start_frame"])
     out: dict[str, Any] = {"video": video, "windows": len(rows)}
-    if target.task == "regression":
-        out.update({f"mean_{n}": float(np.mean([r[f"pred_{n}"] for r in rows])) for n in target.outputs})
-    elif target.task == "classification":
-        probs = np.mean([r["probabilities"] for r in rows], axis=0)
-        votes = np.bincount([r["class_id"] for r in rows], minlength=len(target.classes))
-        # a tied vote goes to the class with the larger mean probability
-        best = max(range(len(votes)), key=lambda k: (votes[k], probs[k]))
-        out.update(majority_class=target.classes[best], mean_probabilities=[float(p) for p in probs])
-    else:
-        vals = [r["psnr"] for r in rows if r["psnr"] is not None]
-        base = [r["psnr_copy_last"] for r in rows if r["psnr_copy_last"] is not None]
-        out.update(mean_psnr=float(np.mean(vals)) if vals else None,
-                   mean_psnr_copy_last=float(np.mean(base)) if base else None)
+    out.update(task_of(target).video_row(target, rows))
     if rows and EMBEDDING in rows[0]:
         out["mean_embedding"] = [float(v) for v in np.mean([r[EMBEDDING] for r in rows], axis=0, dtype=np.float64)]
     return out
@@ -214,7 +185,7 @@ class WritePredictions(beam.PTransform):
         by_video = (rows
                     | "ByVideo" >> beam.Map(lambda r: (r["video"], r))
                     | "Group" >> beam.GroupByKey())
-        if target.task == "next_frame":
+        if task_of(target).target_frames:
             # The score is relative to the video's own median error: it needs all of its windows.
             rows = by_video | "AnomalyScore" >> beam.FlatMap(lambda kv: anomaly_scores(kv[1]))
         _ = rows | "WriteWindows" >> beam.io.WriteToParquet(
@@ -326,7 +297,7 @@ def run(argv: list[str]) -> int:
         return 2
     target, resize = meta.target, meta.config.get("resize", "stretch")
     limits = limits_of(meta.config)
-    horizon = target.horizon if target.task == "next_frame" else 0
+    horizon = task_of(target).horizon(target)
     print(f"predict: {len(videos)} video(s) with {card.get('architecture', '?')} ({target.task}); "
           f"windows of {meta.spec.frames} frames at {meta.spec.fps} fps, {meta.spec.height}x{meta.spec.width}")
     try:

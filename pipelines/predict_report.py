@@ -11,6 +11,7 @@ import os
 from typing import Any, Iterable, Optional
 
 import numpy as np
+from schemas.tasks import task_of
 
 REPORT_FILE = "report.html"
 ANOMALY_THRESHOLD = 2.0  # a window whose error is twice its video's median starts an anomalous range
@@ -86,12 +87,13 @@ def _timeline(video: str, rows: list[dict], target, ranges: list[dict]) -> str:
     rows = sorted(rows, key=lambda r: r["start_time"])
     t = [r["start_time"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 2.6))
-    if target.task == "classification":
+    task = task_of(target)
+    if task.probabilities:
         probs = np.array([r["probabilities"] for r in rows])
         for k, name in enumerate(target.classes):
             ax.plot(t, probs[:, k], marker=".", label=name)
         ax.set(ylabel="probability", ylim=(-0.02, 1.02))
-    elif target.task == "regression":
+    elif not task.target_frames:
         for name in target.outputs:
             ax.plot(t, [r[f"pred_{name}"] for r in rows], marker=".", label=name)
         ax.set(ylabel="prediction")
@@ -141,12 +143,13 @@ def write_report(output_dir: str, target, card: dict, meta, videos_read: int, ma
                 ["trained on dataset fingerprint", meta.fingerprint],
                 ["window", f"{meta.spec.frames} frames at {meta.spec.fps} fps, {meta.spec.height}x{meta.spec.width}"]]
     window_seconds = meta.spec.frames / meta.spec.fps
-    ranges = {v: anomalous_ranges(r, window_seconds) for v, r in by_video.items()} if target.task == "next_frame" else {}
+    frames = task_of(target).target_frames
+    ranges = {v: anomalous_ranges(r, window_seconds) for v, r in by_video.items()} if frames else {}
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>clipforge predict: {target.task}</title>",
             f"<style>{STYLE}</style></head><body><h1>clipforge predict: {html.escape(target.task)}</h1>",
             '<section id="summary"><h2>What was read</h2>', _table(["field", "value"], summary), "</section>"]
     page.append(_drift_section(output_dir))
-    if target.task == "next_frame":
+    if frames:
         page.append(_anomaly_section(by_video, ranges))
     names = sorted(by_video)[:max_videos]
     page.append(f'<section id="timelines"><h2>Timelines</h2><p>{len(names)} of {len(by_video)} videos '

@@ -24,6 +24,7 @@ from pipelines.stats import VideoStatsAccumulator, VideoSummary
 from pipelines.windows import iter_windows, padded_frames
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec
+from schemas.tasks import stats_widths, task_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ class VideoJob:
 
     @property
     def horizon(self) -> int:
-        return self.target.horizon if self.target.task == "next_frame" else 0
+        return task_of(self.target).horizon(self.target)
 
 
 def _too_short(frames: int, spec: WindowSpec, horizon: int) -> VideoError:
@@ -261,8 +262,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
     labels = job.labels.get(ref.video_id) if job.labels is not None else None
     split = job.split_of(ref.video_id)
     codec = RecordCodec(spec, job.target)
-    stats = VideoStatsAccumulator(spec.channels, len(job.target.outputs) if job.target.task == "regression" else 0,
-                                  len(job.target.classes) if job.target.task == "classification" else 0)
+    stats = VideoStatsAccumulator(spec.channels, *stats_widths(job.target))
 
     def target_at(start: int, window=None):
         # read at the window's last input frame; a padded window's is its last real frame
@@ -296,8 +296,7 @@ def process_segment(seg: Segment, job: VideoJob, scratch_dir: str
                     encoded = [f.encoded(codec.encode_frame) for f in window]
                     record = codec.serialize(
                         ref.video_id, start, start / spec.fps, encoded[:spec.frames],
-                        target=target if job.target.task == "regression" else None,
-                        label=target if job.target.task == "classification" else None,
+                        target=target, label=target,  # the codec reads the one its task row names
                         encoded_next=encoded[spec.frames:] if horizon else None,
                         padded_frames=padded_frames(local_start, window))
                     if target is not None:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import numpy as np
 
+from schemas.tasks import target_stats, task_of
+
 
 @dataclasses.dataclass
 class VideoSummary:
@@ -20,7 +22,8 @@ class VideoSummary:
       padded_windows: windows written with repeated last frames (--short-videos pad).
       partial: "" or what went wrong in a decode that still gave windows (they are kept).
       pixel_count, pixel_sum, pixel_sumsq: over every frame stored (each frame once), per channel.
-      target_sum, target_sumsq: regression, over windows; class_hist: classification.
+      target_sum, target_sumsq: regression, over windows; class_hist: windows per class
+        (classification; multilabel: windows holding each class).
       path: the video's file.
       facts: its header facts (`VideoInfo.facts()`), for videos.parquet.
       sha256: of its bytes ("" when not hashed).
@@ -55,7 +58,7 @@ class VideoStatsAccumulator:
     Args:
       channels: frame channels.
       outputs: regression outputs (0 otherwise).
-      classes: classification classes (0 otherwise).
+      classes: classes counted per window (classification, multilabel; 0 otherwise).
     """
 
     def __init__(self, channels: int, outputs: int = 0, classes: int = 0):
@@ -75,8 +78,8 @@ class VideoStatsAccumulator:
         self.sumsq += np.einsum("ij,ij->j", x32, x32, dtype=np.uint64)
 
     def add_target(self, target) -> None:
-        if self.class_hist.size:
-            self.class_hist[int(target)] += 1
+        if self.class_hist.size:  # one class index, or a multilabel window's set of them
+            self.class_hist[np.asarray(target, np.int64).reshape(-1)] += 1
         elif self.target_sum.size:
             t = np.asarray(target, np.float64)
             self.target_sum += t
@@ -149,8 +152,8 @@ class DatasetStats:
         """metadata.json `stats`: over the training split, or every split when it is empty.
 
         Pixel mean/std are per channel on the 0..255 scale over every stored frame (each
-        once); target mean/std (regression) and the class histogram (classification) are
-        over windows.
+        once); the task's part (schemas/tasks.py `target_stats`: target mean/std, the class
+        histogram, per-class counts) is over windows.
         """
         src: Optional[SplitTotals] = self.splits.get(train)
         name = train
@@ -166,12 +169,6 @@ class DatasetStats:
                "frames_decoded": sum(t.frames_decoded for t in self.splits.values()),
                "partial_videos": self.partial, "unlabelled_windows": self.unlabelled_windows,
                "padded_windows": self.padded_windows}
-        if task == "regression":
-            w = max(src.windows, 1)
-            tmean = [s / w for s in src.target_sum] or [0.0] * outputs
-            out["target_mean"] = tmean
-            out["target_std"] = ([math.sqrt(max(q / w - m * m, 0.0)) for q, m in zip(src.target_sumsq, tmean)]
-                                 or [0.0] * outputs)
-        elif task == "classification":
-            out["class_histogram"] = list(src.class_hist) or [0] * classes
+        out.update(target_stats(task_of(task), src.windows, src.target_sum, src.target_sumsq, src.class_hist,
+                                outputs, classes))
         return out

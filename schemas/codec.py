@@ -16,6 +16,7 @@ from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.png import encode_png
 from schemas.spec import TargetSpec, WindowSpec
+from schemas.tasks import TaskValueError, feature_spec, parse_target, task_of
 
 
 class RecordError(ValueError):
@@ -33,6 +34,7 @@ class RecordCodec:
     def __init__(self, window: WindowSpec, target: TargetSpec):
         self.window = window
         self.target = target
+        self.task = task_of(target)
 
     # ---------------- encode (numpy in, bytes out) ----------------
     def encode_frame(self, frame: np.ndarray) -> bytes:
@@ -74,22 +76,11 @@ class RecordCodec:
             fk.FRAMES: self._frames_feature(encoded_frames),
             fk.PADDED_FRAMES: ex.int64_feature([int(padded_frames)]),
         }
-        if t.task == "regression":
-            vals = np.asarray(target, dtype=np.float64).reshape(-1)
-            if vals.shape[0] != len(t.outputs):
-                raise RecordError(f"target of {video_id} has {vals.shape[0]} values, spec wants {len(t.outputs)} ({', '.join(t.outputs)})")
-            if not np.all(np.isfinite(vals)):
-                raise RecordError(f"target of {video_id} at frame {start_frame} is not finite: {vals.tolist()}")
-            feats[fk.TARGET] = ex.float_feature(vals)
-        elif t.task == "classification":
-            if label is None or not 0 <= int(label) < len(t.classes):
-                raise RecordError(f"label of {video_id} is {label!r}, spec wants an index in [0, {len(t.classes)})")
-            feats[fk.LABEL] = ex.int64_feature([int(label)])
-        else:
-            if encoded_next is None or len(encoded_next) != t.horizon:
-                n = None if encoded_next is None else len(encoded_next)
-                raise RecordError(f"next_frames of {video_id} has {n} frames, spec wants horizon {t.horizon}")
-            feats[fk.NEXT_FRAMES] = self._frames_feature(encoded_next)
+        value = {"target": target, "label": label, "encoded_next": encoded_next}[self.task.value_arg]
+        try:
+            feats.update(self.task.encode(t, value, video_id, start_frame, self._frames_feature))
+        except TaskValueError as e:
+            raise RecordError(str(e)) from None
         return ex.serialize_example(feats)
 
     def encode_window(self, video_id: str, start_frame: int, frames: np.ndarray,
@@ -126,8 +117,7 @@ class RecordCodec:
         except ValueError as e:
             raise RecordError(f"record is not a valid tf.train.Example: {e}") from e
         required = [fk.VIDEO_ID, fk.START_FRAME, fk.START_TIME, fk.FRAMES]
-        required += {"regression": [fk.TARGET], "classification": [fk.LABEL],
-                     "next_frame": [fk.NEXT_FRAMES]}[self.target.task]
+        required.append(self.task.record_key)
         missing = [k for k in required if k not in feats]
         if missing:
             raise RecordError(f"record lacks feature(s) {missing}")
@@ -139,16 +129,10 @@ class RecordCodec:
             # datasets written before --short-videos have no padded_frames: none is padded
             fk.PADDED_FRAMES: int(feats[fk.PADDED_FRAMES][0]) if fk.PADDED_FRAMES in feats else 0,
         }
-        if self.target.task == "regression":
-            out[fk.TARGET] = np.asarray(feats[fk.TARGET], np.float32)
-            if out[fk.TARGET].shape != (len(self.target.outputs),):
-                raise RecordError(f"target has {out[fk.TARGET].shape[0]} values, expected {len(self.target.outputs)}")
-        elif self.target.task == "classification":
-            out[fk.LABEL] = int(feats[fk.LABEL][0])
-            if not 0 <= out[fk.LABEL] < len(self.target.classes):
-                raise RecordError(f"label {out[fk.LABEL]} outside [0, {len(self.target.classes)})")
-        else:
-            out[fk.NEXT_FRAMES] = self._decode_frames_np(feats[fk.NEXT_FRAMES], self.target.horizon)
+        try:
+            out[self.task.record_key] = self.task.decode(self.target, feats, self._decode_frames_np)
+        except TaskValueError as e:
+            raise RecordError(str(e)) from None
         return out
 
     # ---------------- parse with TensorFlow (trainer, serving signature) ----------------
@@ -167,13 +151,7 @@ class RecordCodec:
         }
         if not with_target:
             return spec
-        if self.target.task == "regression":
-            spec[fk.TARGET] = tf.io.FixedLenFeature([len(self.target.outputs)], tf.float32)
-        elif self.target.task == "classification":
-            spec[fk.LABEL] = tf.io.FixedLenFeature([], tf.int64)
-        else:
-            spec[fk.NEXT_FRAMES] = tf.io.FixedLenFeature(
-                [1 if self.window.encoding == "raw" else self.target.horizon], tf.string)
+        spec.update(feature_spec(self.task, self.target, self.window))
         return spec
 
     def _decode_frames_tf(self, encoded, count: int):
@@ -196,7 +174,8 @@ class RecordCodec:
 
         Keys: video_id, start_frame, start_time, padded_frames () int64 (0 when the record has
         none), frames (T, H, W, C) uint8, and the target:
-        target (D,) float32 | label () int64 | next_frames (horizon, H, W, C) uint8
+        target (D,) float32 | label () int64 | labels (K,) float32 multi-hot |
+        next_frames (horizon, H, W, C) uint8
         (with_target=False: no target key, and records without one parse).
         """
         import tensorflow as tf
@@ -205,8 +184,8 @@ class RecordCodec:
         def parse(serialized):
             f = tf.io.parse_single_example(serialized, spec)
             f[fk.FRAMES] = self._decode_frames_tf(f[fk.FRAMES], self.window.frames)
-            if fk.NEXT_FRAMES in f:
-                f[fk.NEXT_FRAMES] = self._decode_frames_tf(f[fk.NEXT_FRAMES], self.target.horizon)
+            if self.task.record_key in f:
+                parse_target(self.task, self.target, f, self._decode_frames_tf)
             return f
 
         return parse

@@ -8,3 +8,4 @@ TARGET = "target"            # float list: regression outputs, in the order of T
 LABEL = "label"              # int64: class index into TargetSpec.classes
 NEXT_FRAMES = "next_frames"  # bytes list: `horizon` encoded images following the window
 PADDED_FRAMES = "padded_frames"  # int64: frames (horizon included) repeating the last real one; absent = 0
+LABELS = "labels"            # int64 list: multilabel class indices into TargetSpec.classes (may be empty)

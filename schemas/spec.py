@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from schemas import tasks as _tasks
+
 ENCODINGS = ("png", "jpeg", "raw")
-TASKS = ("regression", "classification", "next_frame")
+TASKS = _tasks.NAMES
 
 
 class SpecError(ValueError):
@@ -82,9 +84,9 @@ class TargetSpec:
     """What each window is labelled with.
 
     Attributes:
-      task: regression | classification | next_frame.
+      task: a schemas/tasks.py row name.
       outputs: regression output names (D of them), in record order.
-      classes: classification class names; the label is an index into this stable order.
+      classes: class names (classification, multilabel); labels are indices into this stable order.
       horizon: next_frame: how many frames after the window are the target.
     """
 
@@ -97,31 +99,20 @@ class TargetSpec:
         _check(self.task in TASKS, "task", self.task, " | ".join(TASKS))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if self.task == "regression":
-            _check(len(self.outputs) >= 1, "outputs", self.outputs, "at least one regression output name")
-        if self.task == "classification":
-            _check(len(self.classes) >= 2, "classes", self.classes, "at least two class names")
-            _check(len(set(self.classes)) == len(self.classes), "classes", self.classes, "unique class names")
-        if self.task == "next_frame":
-            _check(isinstance(self.horizon, int) and self.horizon >= 1, "horizon", self.horizon, "an integer >= 1")
+        problem = _tasks.task_of(self.task).check(self)
+        if problem:
+            _check(False, *problem)
 
     @property
     def num_outputs(self) -> int:
-        """Width of the model's output vector (regression D, classification K)."""
-        if self.task == "regression":
-            return len(self.outputs)
-        if self.task == "classification":
-            return len(self.classes)
-        return 0
+        """Width of the model's output vector (regression D, classes K; 0 for frame targets)."""
+        return _tasks.task_of(self.task).width(self)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"task": self.task}
-        if self.task == "regression":
-            d["outputs"] = list(self.outputs)
-        elif self.task == "classification":
-            d["classes"] = list(self.classes)
-        else:
-            d["horizon"] = self.horizon
+        for name in _tasks.task_of(self.task).fields:
+            value = getattr(self, name)
+            d[name] = list(value) if isinstance(value, tuple) else value
         return d
 
     @classmethod

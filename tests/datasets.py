@@ -1,7 +1,8 @@
 """Tiny clipforge datasets for trainer tests: shards + metadata.json written with the schemas/ codec.
 
 Each window shows a bright square moving across a dark background. Its velocity is the
-regression target, its direction the class, and the frames that follow the next_frame target,
+regression target, its direction the class, its direction and vertical sense the multilabel set
+({left|right} plus down when it moves down), and the frames that follow the next_frame target,
 so every task has something learnable. Written directly (no ffmpeg, no Beam) so trainer tests stay fast;
 the ingest tests cover the real path from videos.
 """
@@ -14,8 +15,10 @@ import numpy as np
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
+from schemas.tasks import target_stats, task_of
 
 CLASSES = ("left", "right", "still")
+MULTILABEL_CLASSES = ("down", "left", "right")
 SPLITS = {"train": 1.0, "validation": 0.5, "test": 0.5}
 
 
@@ -42,7 +45,7 @@ def make_dataset(root: str, task: str, frames: int = 4, size: tuple[int, int] = 
 
     Args:
       root: parent folder; the dataset goes to ROOT/<task>.
-      task: regression | classification | next_frame.
+      task: a row name of schemas/tasks.py.
       frames, size, channels: the window shape (T, (H, W), C).
       n_windows: training windows; validation and test get half as many each.
       horizon: next_frame target length.
@@ -60,9 +63,10 @@ def make_dataset(root: str, task: str, frames: int = 4, size: tuple[int, int] = 
     os.makedirs(out, exist_ok=True)
     spec = WindowSpec(frames=frames, stride=frames, fps=5.0, height=size[0], width=size[1],
                       channels=channels, encoding=encoding)
-    target = {"regression": TargetSpec("regression", outputs=("vy", "vx")),
-              "classification": TargetSpec("classification", classes=CLASSES),
-              "next_frame": TargetSpec("next_frame", horizon=horizon)}[task]
+    row = task_of(task)
+    given = {"outputs": ("vy", "vx"), "classes": MULTILABEL_CLASSES if row.label_kind == "class_set" else CLASSES,
+             "horizon": horizon}
+    target = TargetSpec(task, **{f: given[f] for f in row.fields})
     codec = RecordCodec(spec, target)
     rng = np.random.default_rng(seed)
     splits, train_frames, targets, labels = {}, [], [], []
@@ -77,6 +81,8 @@ def make_dataset(root: str, task: str, frames: int = 4, size: tuple[int, int] = 
             vy = float(rng.uniform(-1, 1))
             clip = render(rng, frames + horizon, size, channels, (vy, vx))
             window, following = clip[:frames], clip[frames:]
+            if row.label_kind == "class_set":
+                label = [k for k, on in enumerate((vy > 0, label == 0, label == 1)) if on]
             rec = codec.encode_window(f"{split}_video{i % 5}.mp4", i * frames, window,
                                       target=[vy, vx], label=label, next_frames=following)
             records[i % n_shards].append(rec)
@@ -96,11 +102,13 @@ def make_dataset(root: str, task: str, frames: int = 4, size: tuple[int, int] = 
     px = np.stack(train_frames).astype(np.float64)
     stats = {"pixel_mean": px.mean(axis=(0, 1, 2, 3)).tolist(),
              "pixel_std": px.std(axis=(0, 1, 2, 3)).tolist()}
-    if task == "regression":
-        stats["target_mean"] = np.mean(targets, axis=0).tolist()
-        stats["target_std"] = np.std(targets, axis=0).tolist()
-    elif task == "classification":
-        stats["class_histogram"] = np.bincount(labels, minlength=len(CLASSES)).tolist()
+    hist = np.zeros(len(target.classes), np.int64)
+    for label in labels if len(hist) else ():
+        hist[np.asarray(label, np.int64).reshape(-1)] += 1
+    y = np.asarray(targets, np.float64)
+    stats["windows"] = len(labels)
+    stats.update(target_stats(row, len(labels), y.sum(0).tolist(), (y * y).sum(0).tolist(), hist.tolist(),
+                              2, len(target.classes)))
     meta = DatasetMetadata(spec=spec, target=target, splits=splits,
                            dead_letter={"count": 0, "path": "dead_letter.jsonl"}, stats=stats,
                            config={"made_by": "tests/datasets.py", "seed": seed},

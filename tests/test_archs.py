@@ -12,27 +12,28 @@ from schemas.codec import RecordCodec
 from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_SIGNATURE, KERAS_FILE,
                             MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE, check_export_dir)
 from schemas.metadata import DatasetMetadata
+from schemas.tasks import NAMES, TASKS
 from tests.datasets import make_dataset
 from trainer.archs import ARCHS
 from trainer.config import TrainConfig
 from trainer.heads import build_model, embedding_model
 from trainer.train import train
 
-TASKS = ("regression", "classification", "next_frame")
 # Small widths keep 24 train+export runs inside the test budget; the shapes are what matter.
 SMALL = dict(filters=(4, 8), units=8, backbone_weights="none", epochs=1, batch_size=4,
              early_stopping_patience=0)
-# Backpropagating through MobileNetV3 dominates the suite's time; two of the three tasks train
-# it frozen, which also covers freeze_backbone and both temporal heads.
-OPTIONS = {("pretrained_2p5d", "regression"): dict(freeze_backbone=True, temporal="gru"),
-           ("pretrained_2p5d", "classification"): dict(freeze_backbone=True)}
+# Backpropagating through MobileNetV3 dominates the suite's time; every task but the frame one
+# trains it frozen (the first with the GRU temporal head), which covers freeze_backbone and both
+# temporal heads.
+OPTIONS = {("pretrained_2p5d", name): dict(freeze_backbone=True, **({"temporal": "gru"} if name == NAMES[0] else {}))
+           for name, row in TASKS.items() if not row.target_frames}
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("data"))
-    return {task: make_dataset(root, task, n_windows=8, horizon=2 if task == "next_frame" else 1)
-            for task in TASKS}
+    return {task: make_dataset(root, task, n_windows=8, horizon=2 if row.target_frames else 1)
+            for task, row in TASKS.items()}
 
 
 def _test_records(data_dir):
@@ -53,7 +54,7 @@ def _without_target(record: bytes) -> bytes:
         fk.START_TIME: ex.float_feature(f[fk.START_TIME]), fk.FRAMES: ex.bytes_feature(f[fk.FRAMES])})
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", NAMES)
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     import keras
@@ -68,25 +69,28 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     records, frames = _test_records(datasets[task])
     expected = result.model.predict(frames, verbose=0)
     meta = DatasetMetadata.load(datasets[task])
-    shape = {"regression": (len(frames), 2), "classification": (len(frames), 3),
-             "next_frame": (len(frames), 2) + meta.spec.frame_shape}[task]
-    assert expected.shape == shape and expected.dtype == np.float32
+    row = TASKS[task]
+    shape = (len(frames),) + row.prediction_shape(meta.target, meta.spec)
+    assert expected.shape == shape and shape[1] == (2 if row.target_frames else meta.target.num_outputs)
+    assert expected.dtype == np.float32
 
     loaded = tf.saved_model.load(export)
     by_frames = loaded.signatures[SERVING_SIGNATURE](frames=tf.constant(frames))[PREDICTION]
     by_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(records))[PREDICTION]
-    tol = dict(rtol=1e-4, atol=1e-3 if task == "next_frame" else 1e-5)
+    tol = dict(rtol=1e-4, atol=1e-3 if row.target_frames else 1e-5)
     np.testing.assert_allclose(by_frames.numpy(), expected, **tol)
     np.testing.assert_allclose(by_examples.numpy(), expected, **tol)
     unlabelled = loaded.signatures[EXAMPLES_SIGNATURE](
         examples=tf.constant([_without_target(records[0])]))[PREDICTION]
     np.testing.assert_allclose(unlabelled.numpy(), expected[:1], **tol)
-    if task == "classification":
+    if row.probabilities:
+        assert ((expected >= 0) & (expected <= 1)).all()
+    if row.label_kind == "class":  # one class per window: a softmax, summing to 1
         np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
 
     # Reloading model.keras costs seconds; one task per arch, rotating, still covers every
     # backbone and every head (their custom layers and losses must deserialise).
-    if task == TASKS[list(ARCHS).index(arch) % len(TASKS)]:
+    if task == NAMES[list(ARCHS).index(arch) % len(NAMES)]:
         reloaded = keras.saving.load_model(os.path.join(export, KERAS_FILE))
         np.testing.assert_allclose(reloaded(frames, training=False), expected, **tol)
     with open(os.path.join(export, MODEL_CARD_FILE)) as f:
@@ -109,10 +113,11 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
 def test_untrained_next_frame_model_copies_the_last_frame(arch, datasets):
     import keras
     keras.backend.clear_session()
-    meta = DatasetMetadata.load(datasets["next_frame"])
-    cfg = TrainConfig(data=datasets["next_frame"], workdir="unused", arch=arch, **SMALL).validate()
+    frame_task = next(name for name, row in TASKS.items() if row.target_frames)
+    meta = DatasetMetadata.load(datasets[frame_task])
+    cfg = TrainConfig(data=datasets[frame_task], workdir="unused", arch=arch, **SMALL).validate()
     model = build_model(meta, cfg)
-    _, frames = _test_records(datasets["next_frame"])
+    _, frames = _test_records(datasets[frame_task])
     predicted = model(frames, training=False).numpy()
     copy_last = np.repeat(frames[:, -1:].astype(np.float32), meta.target.horizon, axis=1)
     np.testing.assert_allclose(predicted, copy_last, atol=1e-4)

@@ -27,3 +27,24 @@ def test_demo_refuses_a_corpus_too_small_to_split(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.run(["--workdir", str(tmp_path), "--videos", "3"])
     assert "--videos must be at least 10" in capsys.readouterr().err
+
+
+def test_multilabel_demo_runs_on_the_multi_shape_corpus(tmp_path, capsys):
+    from schemas.tasks import MULTILABEL
+    work = str(tmp_path / "demo")
+    assert demo.run(["--workdir", work, "--videos", "10", "--epochs", "1", "--task", MULTILABEL.name]) == 0
+    out = capsys.readouterr().out
+    with open(os.path.join(work, f"report_{MULTILABEL.name}", "metrics.json")) as f:
+        metrics = json.load(f)
+    # the corpus' labels.csv names each clip's shapes; the classes are their union
+    assert metrics["task"] == MULTILABEL.name and set(metrics["model"]["per_class"]) <= set(demo_shapes())
+    for label, model_key, base_key in MULTILABEL.headline:
+        row = next(l for l in out.splitlines() if l.startswith(label + " "))
+        model, base = (demo._get(metrics, k) for k in (model_key, base_key))
+        assert row.split()[-2:] == [f"{model:.4f}", f"{base:.4f}"]
+    assert "class-frequency baseline" in out
+
+
+def demo_shapes():
+    from clipforge import synth
+    return synth.EXTRA_SHAPES

@@ -72,7 +72,7 @@ def test_non_finite_targets_are_kept_for_the_dead_letter(tmp_path):
     ("video,start,end,label\na,0,2,x\na,1,3,y\n", "classification", "rows 1 and 2 give overlapping segments"),
     ("video,start,end,label\na,2,1,x\nb,0,1,y\n", "classification", "row 1: segment of 'a' has end 1 <= start 2"),
     ("video,start,label\na,0,x\n", "classification", "'start' without 'end'"),
-    ("video,time,label\na,0,x\n", "classification", "only --task regression interpolates"),
+    ("video,time,label\na,0,x\n", "classification", "only --task regression | multilabel read one"),
     ("video,label\na,x\nb,x\n", "classification", "at least two classes"),
     ("video,label\na,x\nb,\n", "classification", "row 2: column 'label' is empty"),
 ])

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from schemas.spec import TargetSpec
 from trainer import metrics as mt
 
 C1 = (0.01 * 255) ** 2
@@ -13,8 +14,8 @@ def test_regression_by_hand_streamed_in_two_batches():
     y = np.array([[1.0], [2.0], [3.0], [4.0]])
     p = np.array([[1.0], [3.0], [3.0], [5.0]])
     acc = mt.RegressionMetrics(["speed"], train_mean=[2.0])
-    acc.update(["a", "a", "b"], np.array([0.0, 1.0, 0.0]), y[:3], p[:3])
-    acc.update(["b"], np.array([1.0]), y[3:], p[3:])
+    acc.add(["a", "a", "b"], np.array([0.0, 1.0, 0.0]), y[:3], p[:3])
+    acc.add(["b"], np.array([1.0]), y[3:], p[3:])
     r = acc.result()
     m, b = r["model"], r["baseline"]
     # errors 0,1,0,1; truth deviations from 2.5: -1.5,-.5,.5,1.5 (SST 5); cov 6, var_p*n 8
@@ -43,7 +44,7 @@ def test_regression_matches_numpy_on_random_data_and_keeps_a_bounded_sample():
     p = y * 0.8 + rng.normal(0, 0.5, y.shape)
     acc = mt.RegressionMetrics(["a", "b"], [3.1, 2.9], sample_size=50, series_videos=2)
     for i in range(0, 300, 64):
-        acc.update([f"v{j % 7}" for j in range(i, min(i + 64, 300))], np.arange(i, min(i + 64, 300)) / 10,
+        acc.add([f"v{j % 7}" for j in range(i, min(i + 64, 300))], np.arange(i, min(i + 64, 300)) / 10,
                    y[i:i + 64], p[i:i + 64])
     r = acc.result()
     for k, name in enumerate("ab"):
@@ -59,7 +60,7 @@ def test_regression_matches_numpy_on_random_data_and_keeps_a_bounded_sample():
 
 def test_regression_nan_prediction_voids_model_but_not_baseline():
     acc = mt.RegressionMetrics(["s"], [0.0])
-    acc.update(["a", "b"], np.zeros(2), np.array([[1.0], [2.0]]), np.array([[1.0], [np.nan]]))
+    acc.add(["a", "b"], np.zeros(2), np.array([[1.0], [2.0]]), np.array([[1.0], [np.nan]]))
     r = acc.result()
     assert acc.nonfinite == 1
     assert math.isnan(r["model"]["mae"]) and math.isnan(r["model"]["per_video"]["r2"])
@@ -77,8 +78,8 @@ def _cls_batch():
 def test_classification_by_hand():
     videos, labels, probs = _cls_batch()
     acc = mt.ClassificationMetrics(["a", "b", "c"], train_histogram=[5, 10, 3], top_k=2)
-    acc.update(videos[:4], labels[:4], probs[:4])
-    acc.update(videos[4:], labels[4:], probs[4:])
+    acc.add(videos[:4], labels[:4], probs[:4])
+    acc.add(videos[4:], labels[4:], probs[4:])
     r = acc.result()
     m, b = r["model"], r["baseline"]
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 1]]
@@ -104,7 +105,7 @@ def test_classification_nan_probabilities_are_reported():
     videos, labels, probs = _cls_batch()
     probs[2, 1] = np.nan
     acc = mt.ClassificationMetrics(["a", "b", "c"], [5, 10, 3])
-    acc.update(videos, labels, probs)
+    acc.add(videos, labels, probs)
     r = acc.result()
     assert acc.nonfinite == 1 and math.isnan(r["model"]["accuracy"])
     assert r["baseline"]["accuracy"] == pytest.approx(2 / 7)
@@ -138,7 +139,7 @@ def test_next_frame_baselines_by_hand():
     truth = np.stack([np.full((4, 4, 1), 30), np.full((4, 4, 1), 40)])[None].astype(np.uint8)
     pred = np.stack([np.full((4, 4, 1), 28.0), np.full((4, 4, 1), 44.0)])[None]
     acc = mt.NextFrameMetrics(horizon=2)
-    acc.update(frames, truth, pred)
+    acc.add(frames, truth, pred)
     r = acc.result()
     copy = r["baseline_copy_last"]
     assert [s["mse"] for s in copy["per_step"]] == pytest.approx([100.0, 400.0])
@@ -158,16 +159,18 @@ def test_linear_extrapolation_clips_and_predictions_are_clipped():
     frames = np.stack([np.full((3, 3, 1), 200), np.full((3, 3, 1), 250)])[None].astype(np.uint8)
     np.testing.assert_array_equal(mt.linear_extrapolation(frames, 2)[0, :, 0, 0, 0], [255, 255])
     acc = mt.NextFrameMetrics(horizon=1)
-    acc.update(frames, np.full((1, 1, 3, 3, 1), 255, np.uint8), np.full((1, 1, 3, 3, 1), 300.0))
+    acc.add(frames, np.full((1, 1, 3, 3, 1), 255, np.uint8), np.full((1, 1, 3, 3, 1), 300.0))
     assert acc.result()["model"]["mse"] == 0.0  # 300 is clipped to 255 before scoring
     one = mt.NextFrameMetrics(horizon=1)
-    one.update(frames[:, 1:], np.zeros((1, 1, 3, 3, 1), np.uint8), np.zeros((1, 1, 3, 3, 1)))
+    one.add(frames[:, 1:], np.zeros((1, 1, 3, 3, 1), np.uint8), np.zeros((1, 1, 3, 3, 1)))
     assert one.result()["baseline_linear"] is None  # T=1: no previous frame to extrapolate from
 
 
 def test_make_accumulator_names_missing_stats():
     with pytest.raises(KeyError, match="target_mean"):
-        mt.make_accumulator("regression", outputs=("s",), stats={"pixel_mean": [0.5]})
+        mt.make_accumulator(TargetSpec("regression", outputs=("s",)), stats={"pixel_mean": [0.5]})
     with pytest.raises(KeyError, match="class_histogram"):
-        mt.make_accumulator("classification", classes=("a", "b"), stats={})
-    assert isinstance(mt.make_accumulator("next_frame", horizon=3), mt.NextFrameMetrics)
+        mt.make_accumulator(TargetSpec("classification", classes=("a", "b")), stats={})
+    with pytest.raises(KeyError, match="class_counts"):
+        mt.make_accumulator(TargetSpec("multilabel", classes=("a", "b")), stats={"windows": 3})
+    assert isinstance(mt.make_accumulator(TargetSpec("next_frame", horizon=3)), mt.NextFrameMetrics)

@@ -298,11 +298,19 @@ def test_gate_baseline_rule_per_task_and_its_switch():
     assert not promoted and reason.endswith("PSNR 19.5 vs 19.65 of the copy-last baseline")
     assert gate("next_frame", on, nf(19.7, 19.65), None)[0] is True
     assert gate("next_frame", off, nf(19.5, 19.65), None)[0] is True
+    # multilabel: mAP against the class-frequency baseline, promoted on map by default
+    def ml(m, base):
+        return {"task": "multilabel", "model": {"map": m}, "baseline": {"map": base}}
+    promoted, reason = gate("multilabel", on, ml(0.4, 0.45), None)
+    assert not promoted and reason.endswith("mAP 0.4 vs 0.45 of the class-frequency baseline")
+    promoted, reason = gate("multilabel", on, ml(0.8, 0.45), None)
+    assert promoted and "mAP 0.8 > 0.45 of the class-frequency baseline" in reason
+    assert gate("multilabel", on, ml(0.7, 0.45), ml(0.8, 0.45))[0] is False  # worse than the blessed map
     # a task with no baseline rule is not promoted unless the rule is switched off
-    multi = {"task": "multilabel", "model": {"map": 0.4}}
-    assert gate("multilabel", PromoteConfig(metric="map"), multi, None) == (
-        False, "no baseline rule for task 'multilabel'; set promote.require_beats_baseline: false")
-    assert gate("multilabel", PromoteConfig(metric="map", require_beats_baseline=False), multi, None)[0] is True
+    other = {"task": "captioning", "model": {"bleu": 0.4}}
+    assert gate("captioning", PromoteConfig(metric="bleu"), other, None) == (
+        False, "no baseline rule for task 'captioning'; set promote.require_beats_baseline: false")
+    assert gate("captioning", PromoteConfig(metric="bleu", require_beats_baseline=False), other, None)[0] is True
 
 
 def test_gate_never_promotes_a_nonfinite_metric():

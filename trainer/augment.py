@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from schemas.tasks import task_of
 
-def span_start(frames: int, clip_frames: int, task: str) -> int:
-    """Where the model's K-frame crop starts in a T-frame window: the centre, or the end for next_frame.
 
-    next_frame crops the last K frames: its target frames follow the window's last frame, so the
-    span the model sees must end there.
+def span_start(frames: int, clip_frames: int, task) -> int:
+    """Where the model's K-frame crop starts in a T-frame window: the centre, or the end for frame targets.
+
+    A task whose target is the frames after the window (next_frame) crops the last K frames: the
+    span the model sees must end where its target starts. `task`: a row of schemas/tasks.py or its name.
     """
-    return frames - clip_frames if task == "next_frame" else (frames - clip_frames) // 2
+    return frames - clip_frames if task_of(task).target_frames else (frames - clip_frames) // 2
 
 
 def temporal_span_fn(frames: int, clip_frames: int, strides: tuple[int, ...], task: str):
@@ -27,6 +29,7 @@ def temporal_span_fn(frames: int, clip_frames: int, strides: tuple[int, ...], ta
     if clip_frames >= frames and tuple(strides) == (1,):
         return None
     start = span_start(frames, clip_frames, task)
+    at_end = task_of(task).target_frames
     choices = tf.constant(strides, tf.int32)
 
     def apply(batch, seed):
@@ -34,7 +37,7 @@ def temporal_span_fn(frames: int, clip_frames: int, strides: tuple[int, ...], ta
         seeds = tf.random.experimental.stateless_split(seed, 2)
         stride = tf.gather(choices, tf.random.stateless_uniform([n], seeds[0], 0, len(strides), dtype=tf.int32))
         last_offset = frames - 1 - stride * (clip_frames - 1)
-        if task == "next_frame":
+        if at_end:
             offset = last_offset
         else:
             offset = tf.random.stateless_uniform([n], seeds[1], 0, tf.int32.max, dtype=tf.int32) % (last_offset + 1)
@@ -54,7 +57,7 @@ def augment_fn(names: tuple[str, ...], task: str):
 
     Args:
       names: any of crop, flip, jitter, brightness (TrainConfig.augmentations()).
-      task: the dataset task; for next_frame the spatial ones also move the target frames.
+      task: the dataset task (row or name); where the target is frames the spatial ones move them too.
 
     Returns:
       A function of (uint8 frames [T, H, W, C], target, int64 seed [2]), or None when `names`
@@ -62,12 +65,13 @@ def augment_fn(names: tuple[str, ...], task: str):
     """
     if not names:
         return None
+    with_target = task_of(task).target_frames
 
     def apply(frames, target, seed):
         t = frames.shape[0]
         seeds = tf.random.experimental.stateless_split(seed, 4)
         # Spatial changes must hit the window and the frames it predicts alike.
-        stack = tf.concat([frames, target], axis=0) if task == "next_frame" else frames
+        stack = tf.concat([frames, target], axis=0) if with_target else frames
         if "crop" in names:
             stack = random_shift_crop(stack, seeds[0])
         if "flip" in names:
@@ -76,7 +80,7 @@ def augment_fn(names: tuple[str, ...], task: str):
         if "brightness" in names:
             delta = tf.random.stateless_uniform([], seeds[2], -20.0, 20.0)
             stack = tf.cast(tf.clip_by_value(tf.cast(stack, tf.float32) + delta, 0, 255), tf.uint8)
-        if task == "next_frame":
+        if with_target:
             frames, target = stack[:t], stack[t:]
         else:
             frames = stack

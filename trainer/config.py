@@ -7,11 +7,11 @@ import os
 from typing import Any, Mapping, Optional
 
 from schemas.configs import ConfigError, from_mapping, load_yaml, parse_overrides
+from schemas.tasks import NAMES, TASKS, task_of
 from trainer.archs import ARCHS, check_arch_name
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-LOSSES = {"regression": ("mse", "huber", "mae"), "classification": ("crossentropy",),
-          "next_frame": ("mse", "mae")}
+LOSSES = {name: row.losses for name, row in TASKS.items()}
 AUGMENTATIONS = ("crop", "flip", "jitter", "brightness")
 BACKBONES = ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "InceptionV3")
 
@@ -40,9 +40,11 @@ class TrainConfig:
         memory and reshuffled each epoch; 0 always streams from the shards.
       train_split, val_split: split names in metadata.json; val_split "auto" picks
         validation/val/valid/eval if present, "none" trains without validation.
-      loss: auto | mse | huber | mae (regression), crossentropy (classification), mse | mae (next_frame).
+      loss: auto | a name of the task's row in schemas/tasks.py (regression mse | huber | mae,
+        classification crossentropy, next_frame mse | mae, multilabel bce); auto: the first.
       ssim_weight: next_frame: weight of a (1 - SSIM) term added to the loss.
-      class_weights: classification: none | balanced (from the metadata class_histogram).
+      class_weights: none | balanced: classification from the metadata class_histogram; multilabel
+        per-class positive weights in the BCE from class_counts.
       augment: auto | none | comma list of crop, flip, jitter, brightness. auto is crop,jitter
         for regression/classification and none for next_frame (flip can change what a label
         means, e.g. left/right, so it is never on by default).
@@ -123,7 +125,7 @@ class TrainConfig:
         _need(self.ssim_weight >= 0, "ssim_weight", self.ssim_weight, "a number >= 0")
         _need(self.class_weights in ("none", "balanced"), "class_weights", self.class_weights,
               "none | balanced")
-        self.augmentations("regression")  # checks the names
+        self.augmentations(NAMES[0])  # checks the names
         _need(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "filters", self.filters,
               "a non-empty list of integers >= 1, e.g. 16,32,64")
         _need(self.units >= 1, "units", self.units, "an integer >= 1")
@@ -163,12 +165,13 @@ class TrainConfig:
         if self.loss != "auto":
             _need(self.loss in LOSSES[task], "loss", self.loss,
                   f"auto | {' | '.join(LOSSES[task])} for a {task} dataset")
-        if task != "classification":
+        row = task_of(task)
+        if not row.class_weights:
             _need(self.class_weights == "none", "class_weights", self.class_weights,
-                  "none: class weights apply to classification datasets only")
-        if task != "next_frame":
+                  f"none: class weights apply to class datasets only, not {task}")
+        if not row.target_frames:
             _need(self.ssim_weight == 0, "ssim_weight", self.ssim_weight,
-                  "0: the SSIM term applies to next_frame datasets only")
+                  f"0: the SSIM term applies to frame targets (next_frame) only, not {task}")
         self.augmentations(task)
 
     def task_loss(self, task: str) -> str:
@@ -178,7 +181,7 @@ class TrainConfig:
     def augmentations(self, task: str) -> tuple[str, ...]:
         """The augmentation names in effect for `task`."""
         if self.augment == "auto":
-            return () if task == "next_frame" else ("crop", "jitter")
+            return () if task_of(task).target_frames else ("crop", "jitter")
         if self.augment == "none":
             return ()
         names = tuple(a.strip() for a in self.augment.split(",") if a.strip())
@@ -186,7 +189,7 @@ class TrainConfig:
         _need(not bad and names, "augment", self.augment,
               f"auto | none | a comma list of {', '.join(AUGMENTATIONS)}")
         # Shifting the input window in time would desynchronise it from the frames that follow.
-        _need(not (task == "next_frame" and "jitter" in names), "augment", self.augment,
+        _need(not (task_of(task).target_frames and "jitter" in names), "augment", self.augment,
               "no jitter for next_frame datasets (the target frames must follow the window)")
         return names
 

@@ -15,6 +15,7 @@ from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import SpecError
+from schemas.tasks import task_of
 from trainer import metrics as mt
 from trainer.video_metrics import AGGREGATES, check_aggregate
 
@@ -94,8 +95,7 @@ def _split_dataset(data_dir: str, meta: DatasetMetadata, split: str, batch_size:
 
 def _check_prediction(pred: np.ndarray, batch: int, meta: DatasetMetadata) -> None:
     t, s = meta.target, meta.spec
-    want = {"regression": (batch, t.num_outputs), "classification": (batch, t.num_outputs),
-            "next_frame": (batch, t.horizon) + s.frame_shape}[t.task]
+    want = (batch,) + task_of(t).prediction_shape(t, s)
     if tuple(pred.shape) != want:
         raise EvaluationError(f"the model's {ex.PREDICTION!r} has shape {list(pred.shape)}, "
                               f"a {t.task} model on this spec must give {list(want)}")
@@ -105,7 +105,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
              top_k: int = 2, aggregate: str = "mean") -> tuple[dict, Any, dict, DatasetMetadata]:
     """Scores an export on a dataset split against the task's baselines, per window and per video.
 
-    `aggregate` (mean | max | vote; vote for classification only) is how a video's windows
+    `aggregate` (mean | max | vote, as the task row allows: vote for classification) is how a video's windows
     combine into the video-level figures.
 
     Returns:
@@ -146,6 +146,14 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
           model.video.{videos, mse, psnr, ssim}             mean over videos of each video's PSNR (of
                                                             its mean window MSE) and mean SSIM; max:
                                                             of its worst window
+        multilabel:
+          model.{map, map_classes, map_skipped_classes}     mean AP over classes with a positive
+          model.{gap, hit_at_1, micro_f1, macro_f1, threshold}   GAP@20 (YouTube-8M), F1s at p >= 0.5
+          model.per_class.<class>.{ap, precision, recall, f1, support}
+          baseline.<same keys>, baseline.class_frequencies  every window scored with the training
+                                                            class frequencies (stats.class_counts)
+          model.video.{videos, map, gap, ...}               per-video mean (max) window probabilities
+                                                            against the union of its windows' classes
 
     Raises:
       EvaluationError, MissingMetadataError, SpecError: a wrong set-up, with one clear message.
@@ -167,8 +175,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
     except ValueError as e:
         raise EvaluationError(f"--{e.args[0]}") from None
     try:
-        acc = mt.make_accumulator(t.task, t.classes, t.outputs, t.horizon, model_meta.stats or data_meta.stats,
-                                  top_k, aggregate)
+        acc = mt.make_accumulator(t, model_meta.stats or data_meta.stats, top_k, aggregate)
     except (KeyError, ValueError) as e:
         raise EvaluationError(f"{model_dir}/metadata.json: {e.args[0]}") from None
     videos: set[str] = set()
@@ -181,12 +188,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
             ids = [v.decode("utf-8", "surrogateescape") for v in batch[fk.VIDEO_ID].numpy()]
             _check_prediction(pred, len(ids), data_meta)
             videos.update(ids)
-            if t.task == "regression":
-                acc.update(ids, batch[fk.START_TIME].numpy(), batch[fk.TARGET].numpy(), pred)
-            elif t.task == "classification":
-                acc.update(ids, batch[fk.LABEL].numpy(), pred)
-            else:
-                acc.update(batch[fk.FRAMES].numpy(), batch[fk.NEXT_FRAMES].numpy(), pred, ids)
+            acc.update({**{k: v.numpy() for k, v in batch.items() if k != fk.VIDEO_ID}, fk.VIDEO_ID: ids}, pred)
     except tf.errors.OpError as e:
         raise EvaluationError(f"reading split {split!r} of {data_dir} failed: {e.message}") from None
     if acc.windows == 0:
@@ -218,22 +220,15 @@ def to_json_safe(value):
 
 def summary_lines(metrics: dict) -> list[str]:
     """A few lines of headline metrics, model vs baseline, for the terminal."""
-    task = metrics["task"]
-    if task == "regression":
-        keys, base = ("r2", "mae", "rmse", "pearson_r"), "baseline"
-    elif task == "classification":
-        keys, base = ("accuracy", "macro_f1", "top_k_accuracy", "video_accuracy"), "baseline"
-    else:
-        keys, base = ("psnr", "ssim", "mse", "mae"), "baseline_copy_last"
+    row = task_of(metrics["task"])
+    keys, base = row.summary_keys, row.baseline.section
     fmt = lambda v: "null" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
     lines = [f"{'metric':<16}{'model':>12}{base:>20}"]
     lines += [f"{k:<16}{fmt(metrics['model'][k]):>12}{fmt(metrics[base][k]):>20}" for k in keys]
-    if task == "regression":
-        lines.append(f"{'skill':<16}{fmt(metrics['skill']):>12}")
-    if task == "next_frame":
-        lines.append(f"{'gain_db':<16}{fmt(metrics['gain_db_over_copy_last']):>12}")
-    video_keys = {"regression": ("r2", "mae"), "classification": ("accuracy", "macro_f1"),
-                  "next_frame": ("psnr", "ssim")}[task]
+    for key, name in (("skill", "skill"), ("gain_db_over_copy_last", "gain_db")):
+        if key in metrics:  # regression's skill, next_frame's gain over copy-last
+            lines.append(f"{name:<16}{fmt(metrics[key]):>12}")
+    video_keys = row.video_keys
     model_video, base_video = metrics["model"].get("video") or {}, metrics[base].get("video") or {}
     lines += [f"{'video ' + k:<16}{fmt(model_video.get(k)):>12}{fmt(base_video.get(k)):>20}"
               for k in video_keys if model_video]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import layers
 
 from schemas.metadata import DatasetMetadata
+from schemas.tasks import task_of
 from trainer import TrainerError
 from trainer.archs import ARCHS, build_backbone
 from trainer.augment import span_start
@@ -31,10 +33,11 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
 
     Returns:
       A keras.Model from uint8 frames [batch, T, H, W, C] to the float32 prediction:
-      regression [batch, D]; classification [batch, K] probabilities; next_frame
-      [batch, horizon, H, W, C] pixels on the 0..255 scale.
+      regression [batch, D]; classification [batch, K] probabilities (softmax); multilabel
+      [batch, K] probabilities (sigmoids); next_frame [batch, horizon, H, W, C] pixels on the
+      0..255 scale.
     """
-    spec, task, stats = meta.spec, meta.target.task, meta.stats
+    spec, task, stats = meta.spec, task_of(meta.target), meta.stats
     for key in ("pixel_mean", "pixel_std"):
         if len(stats.get(key) or []) != spec.channels:
             raise TrainerError(f"metadata.json stats.{key}={stats.get(key)!r}: expected "
@@ -59,13 +62,8 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
     # float32 so the exported embedding has one dtype whatever the precision policy.
     features = layers.Identity(dtype="float32", name=EMBEDDING_LAYER)(features)
     features = layers.Dropout(cfg.dropout, name="head_dropout")(features)
-    if task == "regression":
-        prediction = regression_head(features, meta)
-    elif task == "classification":
-        prediction = classification_head(features, meta)
-    else:
-        prediction = next_frame_head(features, pixels, standardized, meta, std)
-    return keras.Model(frames, prediction, name=f"{cfg.arch}_{task}")
+    prediction = HEADS[task.head](features, pixels, standardized, meta, std)
+    return keras.Model(frames, prediction, name=f"{cfg.arch}_{task.name}")
 
 
 def clip_shape(meta: DatasetMetadata, cfg) -> tuple[int, int, int, int]:
@@ -80,7 +78,7 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output, name=f"{model.name}_embed")
 
 
-def regression_head(features, meta: DatasetMetadata):
+def regression_head(features, pixels, standardized, meta: DatasetMetadata, std):
     """D linear outputs, de-standardised with the target stats so they come out in data units."""
     d = len(meta.target.outputs)
     mean = meta.stats.get("target_mean") or [0.0] * d
@@ -93,10 +91,27 @@ def regression_head(features, meta: DatasetMetadata):
     return layers.Rescaling(std, [float(m) for m in mean], dtype="float32", name="prediction")(x)
 
 
-def classification_head(features, meta: DatasetMetadata):
+def classification_head(features, pixels, standardized, meta: DatasetMetadata, std):
     """K-way softmax (float32 even under mixed precision, so probabilities sum to 1)."""
     logits = layers.Dense(len(meta.target.classes), dtype="float32", name="logits")(features)
     return layers.Softmax(dtype="float32", name="prediction")(logits)
+
+
+def multilabel_head(features, pixels, standardized, meta: DatasetMetadata, std):
+    """One logit per class through a sigmoid: independent probabilities, one per class.
+
+    The bias starts at the log-odds of each class's training frequency (stats.class_counts), so
+    an untrained model predicts the class-frequency baseline rather than 0.5 everywhere.
+    """
+    k = len(meta.target.classes)
+    counts = meta.stats.get("class_counts") or []
+    windows = meta.stats.get("windows") or 0
+    bias = "zeros"
+    if len(counts) == k and windows:
+        freq = np.clip(np.asarray(counts, np.float64) / windows, 1e-3, 1 - 1e-3)
+        bias = keras.initializers.Constant(np.log(freq / (1 - freq)).tolist())
+    logits = layers.Dense(k, dtype="float32", bias_initializer=bias, name="logits")(features)
+    return layers.Activation("sigmoid", dtype="float32", name="prediction")(logits)
 
 
 def next_frame_head(features, pixels, standardized, meta: DatasetMetadata, std):
@@ -139,3 +154,8 @@ def next_frame_head(features, pixels, standardized, meta: DatasetMetadata, std):
     if horizon > 1:
         last = layers.UpSampling3D((horizon, 1, 1), name="repeat_last_frame")(last)
     return layers.Add(dtype="float32", name="prediction")([last, residual])
+
+
+# The head of each task row (schemas/tasks.py `head`).
+HEADS = {"linear": regression_head, "softmax": classification_head, "sigmoid": multilabel_head,
+         "residual_frames": next_frame_head}

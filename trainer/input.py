@@ -9,10 +9,10 @@ import tensorflow as tf
 from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
+from schemas.tasks import task_of
 from trainer import TrainerError
 from trainer.augment import augment_fn, temporal_span_fn
 
-TARGET_KEYS = {"regression": fk.TARGET, "classification": fk.LABEL, "next_frame": fk.NEXT_FRAMES}
 AUTOTUNE = tf.data.AUTOTUNE
 STREAM_SHUFFLE_BUFFER = 1024  # records (still encoded) in the shuffle buffer when streaming
 
@@ -87,11 +87,12 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
 
     Returns:
       A dataset of (frames uint8 [B, T, H, W, C], target): float32 [B, D] (regression),
-      int64 [B] (classification) or uint8 [B, horizon, H, W, C] (next_frame).
+      int64 [B] (classification), float32 multi-hot [B, K] (multilabel) or uint8
+      [B, horizon, H, W, C] (next_frame).
     """
     files = shard_files(data_dir, meta, split)
     parse = RecordCodec(meta.spec, meta.target).parse_fn()
-    key = TARGET_KEYS[meta.target.task]
+    key = task_of(meta.target).record_key
     compression = "GZIP" if meta.compression == "gzip" else ""
 
     plan = shard_plan(meta, split, num_workers, global_batch)
@@ -158,7 +159,7 @@ def make_dataset(data_dir: str, meta: DatasetMetadata, split: str, global_batch:
 def decoded_bytes(meta: DatasetMetadata, split: str) -> int:
     """Bytes the split's windows take decoded (uint8 frames, plus next frames for next_frame)."""
     spec, target = meta.spec, meta.target
-    frames = spec.frames + (target.horizon if target.task == "next_frame" else 0)
+    frames = spec.frames + task_of(target).horizon(target)
     return meta.num_windows(split) * frames * spec.height * spec.width * spec.channels
 
 

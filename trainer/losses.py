@@ -6,9 +6,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-# The metric each task is judged and checkpointed by, and whether higher is better.
-PRIMARY_METRIC = {"regression": ("mae", "min"), "classification": ("accuracy", "max"),
-                  "next_frame": ("mae", "min")}
+from schemas.tasks import task_of
 
 
 @keras.saving.register_keras_serializable(package="clipforge")
@@ -55,6 +53,43 @@ class StandardizedLoss(keras.losses.Loss):
                 "ssim_weight": self.ssim_weight}
 
 
+@keras.saving.register_keras_serializable(package="clipforge")
+class WeightedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of multi-hot targets, each class's positives weighted by pos_weight[k].
+
+    Args:
+      pos_weight: [K] weight of a positive of class k (1 everywhere: plain BCE).
+    """
+
+    def __init__(self, pos_weight=(1.0,), name: str = "bce", reduction: str = "sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.pos_weight = [float(w) for w in np.ravel(pos_weight)]
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
+        w = ops.convert_to_tensor(self.pos_weight, "float32")
+        err = -(w * y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+        return ops.mean(err, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "pos_weight": self.pos_weight}
+
+
+def balanced_pos_weight(stats: dict, k: int) -> list[float]:
+    """Per-class positive weights (windows without the class / windows with it), in [1, 100].
+
+    From stats.class_counts and stats.windows; a class with no positive gets 1.
+    """
+    counts = stats.get("class_counts") or []
+    n = float(stats.get("windows") or 0)
+    if len(counts) != k or n <= 0:
+        raise ValueError(f"class_weights=balanced needs stats.class_counts with {k} counts and stats.windows, "
+                         f"got {counts!r}")
+    return [float(np.clip((n - c) / c, 1.0, 100.0)) if c else 1.0 for c in counts]
+
+
 def frame_ssim(y_true, y_pred):
     """Mean SSIM per sample of frames [batch, horizon, H, W, C] on the 0..255 scale."""
     shape = tf.shape(y_true)
@@ -66,22 +101,54 @@ def frame_ssim(y_true, y_pred):
     return tf.reduce_mean(tf.reshape(s, (shape[0], -1)), axis=1)
 
 
-def task_loss(task: str, kind: str, stats: dict, ssim_weight: float = 0.0):
-    """The compiled loss for `task` with dataset `stats` (metadata.json "stats")."""
-    if task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(name="crossentropy")
-    if task == "regression":
-        return StandardizedLoss(kind, safe_std(stats.get("target_std")))
+def checkpoint_metric(task) -> tuple[str, str]:
+    """(Keras metric name, min | max) the best checkpoint of `task` keeps (schemas/tasks.py)."""
+    row = task_of(task)
+    return row.checkpoint_metric, row.checkpoint_mode
+
+
+def _standardized(kind: str, stats: dict, ssim_weight: float, balanced: bool, k: int):
+    return StandardizedLoss(kind, safe_std(stats.get("target_std")))
+
+
+def _frames(kind: str, stats: dict, ssim_weight: float, balanced: bool, k: int):
     return StandardizedLoss(kind, safe_std(stats["pixel_std"], floor=1.0), ssim_weight=ssim_weight)
 
 
-def task_metrics(task: str) -> list:
-    """Metrics reported every epoch; the first one is PRIMARY_METRIC[task]."""
-    if task == "classification":
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    # In data units: regression outputs, or pixel values on the 0..255 scale.
-    return [keras.metrics.MeanAbsoluteError(name="mae"),
-            keras.metrics.RootMeanSquaredError(name="rmse")]
+def _crossentropy(kind: str, stats: dict, ssim_weight: float, balanced: bool, k: int):
+    return keras.losses.SparseCategoricalCrossentropy(name="crossentropy")
+
+
+def _bce(kind: str, stats: dict, ssim_weight: float, balanced: bool, k: int):
+    return WeightedBinaryCrossentropy(balanced_pos_weight(stats, k) if balanced else [1.0] * k)
+
+
+# Per task row (by its head), the loss builder for its --loss names.
+LOSS_BUILDERS = {"linear": _standardized, "residual_frames": _frames, "softmax": _crossentropy,
+                 "sigmoid": _bce}
+# The Keras metrics a task row names in train_metrics; in data units (regression outputs, or
+# pixel values on the 0..255 scale) for mae/rmse.
+METRICS = {
+    "mae": lambda: keras.metrics.MeanAbsoluteError(name="mae"),
+    "rmse": lambda: keras.metrics.RootMeanSquaredError(name="rmse"),
+    "accuracy": lambda: keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+    # Area under the precision-recall curve over every (window, class) pair: close to mAP.
+    "auc_pr": lambda: keras.metrics.AUC(curve="PR", multi_label=False, name="auc_pr"),
+}
+
+
+def task_loss(task, kind: str, stats: dict, ssim_weight: float = 0.0, balanced: bool = False, width: int = 1):
+    """The compiled loss for `task` (row or name) with dataset `stats` (metadata.json "stats").
+
+    balanced: class-balanced positive weights, for a row whose class_weights go in the loss;
+    width: the model's output width (K classes).
+    """
+    return LOSS_BUILDERS[task_of(task).head](kind, stats, ssim_weight, balanced, width)
+
+
+def task_metrics(task) -> list:
+    """Metrics reported every epoch (the task row's train_metrics)."""
+    return [METRICS[name]() for name in task_of(task).train_metrics]
 
 
 def safe_std(std, floor: float = 1e-3) -> list[float]:

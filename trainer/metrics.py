@@ -5,11 +5,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from schemas import features as fk
+from schemas.measures import MAX_PIXEL, MSE_FLOOR, psnr  # noqa: F401 - one PSNR for predict and evaluate
+from schemas.tasks import task_of
+from trainer.ranking_metrics import RankingMetrics, make_ranking  # noqa: F401 - RankingMetrics re-exported beside the others
 from trainer.video_metrics import VideoFrameErrors, VideoValues, check_aggregate, video_labels
 
-MAX_PIXEL = 255.0
-# PSNR of a perfect prediction is infinite; flooring the MSE keeps metrics.json finite (~148 dB).
-MSE_FLOOR = 1e-10
 SERIES_POINTS = 1000  # windows kept per video for the error-along-time plot
 
 
@@ -18,11 +19,6 @@ def _ratio(num, den):
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
-
-
-def psnr(mse, max_val: float = MAX_PIXEL):
-    """Peak signal-to-noise ratio in dB of a mean squared error on the 0..max_val scale."""
-    return 10.0 * np.log10(max_val ** 2 / np.maximum(np.asarray(mse, np.float64), MSE_FLOOR))
 
 
 def _gaussian(size: int, sigma: float) -> np.ndarray:
@@ -124,7 +120,6 @@ class RegressionMetrics:
 
     def __init__(self, outputs: Sequence[str], train_mean: Sequence[float], sample_size: int = 2000,
                  series_videos: int = 4, seed: int = 0, aggregate: str = "mean"):
-        check_aggregate("regression", aggregate)
         self.aggregate = aggregate
         self.outputs = list(outputs)
         self.train_mean = np.asarray(train_mean, np.float64).reshape(-1)
@@ -145,9 +140,13 @@ class RegressionMetrics:
         self.series_videos = series_videos
         self.series: dict[str, list] = {}  # video -> [(start_time, truth [D], prediction [D])]
 
-    def update(self, video_ids: Sequence[str], start_times: np.ndarray, y_true: np.ndarray,
-               y_pred: np.ndarray) -> None:
-        """Adds a batch: y_true and y_pred are [B, D]."""
+    def update(self, batch: dict, prediction: np.ndarray) -> None:
+        """Adds a batch of parsed records (numpy) and the model's [B, D] prediction."""
+        self.add(batch[fk.VIDEO_ID], batch[fk.START_TIME], batch[fk.TARGET], prediction)
+
+    def add(self, video_ids: Sequence[str], start_times: np.ndarray, y_true: np.ndarray,
+            y_pred: np.ndarray) -> None:
+        """Adds windows: y_true and y_pred are [B, D]."""
         y = np.asarray(y_true, np.float64).reshape(len(video_ids), -1)
         p = np.asarray(y_pred, np.float64).reshape(len(video_ids), -1)
         self.windows += y.shape[0]
@@ -262,7 +261,6 @@ class ClassificationMetrics:
 
     def __init__(self, classes: Sequence[str], train_histogram: Sequence[float], top_k: int = 2,
                  aggregate: str = "mean"):
-        check_aggregate("classification", aggregate)
         self.aggregate = aggregate
         self.classes = list(classes)
         k = len(self.classes)
@@ -279,8 +277,12 @@ class ClassificationMetrics:
         self.video_truth, self.video_votes, self.video_probs = (VideoValues(k) for _ in range(3))
         self.windows = self.nonfinite = 0
 
-    def update(self, video_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
-        """Adds a batch: labels [B] class indices, probs [B, K] probabilities (or scores)."""
+    def update(self, batch: dict, prediction: np.ndarray) -> None:
+        """Adds a batch of parsed records (numpy) and the model's [B, K] probabilities."""
+        self.add(batch[fk.VIDEO_ID], batch[fk.LABEL], prediction)
+
+    def add(self, video_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
+        """Adds windows: labels [B] class indices, probs [B, K] probabilities (or scores)."""
         labels = np.asarray(labels, np.int64).reshape(-1)
         probs = np.asarray(probs, np.float64).reshape(labels.shape[0], -1)
         bad = _nonfinite_rows(probs)
@@ -399,7 +401,6 @@ class NextFrameMetrics:
     """
 
     def __init__(self, horizon: int, sample_windows: int = 4, aggregate: str = "mean"):
-        check_aggregate("next_frame", aggregate)
         self.aggregate = aggregate
         self.horizon = horizon
         self.model, self.copy, self.linear = (_FrameErrors(horizon) for _ in range(3))
@@ -407,9 +408,13 @@ class NextFrameMetrics:
         self.sample_windows = sample_windows
         self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def update(self, frames: np.ndarray, truth: np.ndarray, pred: np.ndarray,
-               video_ids: Optional[Sequence[str]] = None) -> None:
-        """Adds a batch: frames [B, T, H, W, C] uint8, truth [B, h, H, W, C] uint8, pred same shape, float.
+    def update(self, batch: dict, prediction: np.ndarray) -> None:
+        """Adds a batch of parsed records (numpy) and the model's [B, h, H, W, C] predicted frames."""
+        self.add(batch[fk.FRAMES], batch[fk.NEXT_FRAMES], prediction, batch[fk.VIDEO_ID])
+
+    def add(self, frames: np.ndarray, truth: np.ndarray, pred: np.ndarray,
+            video_ids: Optional[Sequence[str]] = None) -> None:
+        """Adds windows: frames [B, T, H, W, C] uint8, truth [B, h, H, W, C] uint8, pred same shape, float.
 
         With the windows' `video_ids`, the results also hold per-video figures ("video")."""
         truth = np.asarray(truth, np.float64)
@@ -434,23 +439,35 @@ class NextFrameMetrics:
                 "gain_db_over_copy_last": model["psnr"] - copy["psnr"]}
 
 
-def make_accumulator(task: str, classes: Sequence[str] = (), outputs: Sequence[str] = (),
-                     horizon: int = 1, stats: Optional[dict] = None, top_k: int = 2,
-                     aggregate: str = "mean"):
-    """The accumulator for a task, its baseline taken from the training split's stats.
+def _moments(target, stats: dict, top_k: int, aggregate: str) -> RegressionMetrics:
+    if "target_mean" not in stats:
+        raise KeyError("metadata stats lack 'target_mean' (the training-mean baseline)")
+    return RegressionMetrics(target.outputs, stats["target_mean"], aggregate=aggregate)
 
-    `aggregate` (mean | max | vote, vote for classification only) combines a video's windows.
+
+def _confusion(target, stats: dict, top_k: int, aggregate: str) -> ClassificationMetrics:
+    if "class_histogram" not in stats:
+        raise KeyError("metadata stats lack 'class_histogram' (the majority-class baseline)")
+    return ClassificationMetrics(target.classes, stats["class_histogram"], top_k, aggregate=aggregate)
+
+
+def _frames(target, stats: dict, top_k: int, aggregate: str) -> NextFrameMetrics:
+    return NextFrameMetrics(target.horizon, aggregate=aggregate)
+
+
+# The evaluation accumulator of each task row (schemas/tasks.py `accumulator`); every one takes
+# update(batch, prediction) with batch the parsed records as numpy (video ids as str).
+ACCUMULATORS = {"moments": _moments, "confusion": _confusion, "frames": _frames, "ranking": make_ranking}
+
+
+def make_accumulator(target, stats: Optional[dict] = None, top_k: int = 2, aggregate: str = "mean"):
+    """The accumulator for a TargetSpec's task, its baseline taken from the training split's stats.
+
+    `aggregate` (mean | max | vote, as the task row allows) combines a video's windows.
 
     Raises:
-      KeyError: the stats lack the field the baseline needs (target_mean or class_histogram).
+      KeyError: the stats lack the field the baseline needs (target_mean, class_histogram, ...).
+      ValueError: the aggregate does not apply to the task.
     """
-    stats = stats or {}
-    if task == "regression":
-        if "target_mean" not in stats:
-            raise KeyError("metadata stats lack 'target_mean' (the training-mean baseline)")
-        return RegressionMetrics(outputs, stats["target_mean"], aggregate=aggregate)
-    if task == "classification":
-        if "class_histogram" not in stats:
-            raise KeyError("metadata stats lack 'class_histogram' (the majority-class baseline)")
-        return ClassificationMetrics(classes, stats["class_histogram"], top_k, aggregate=aggregate)
-    return NextFrameMetrics(horizon, aggregate=aggregate)
+    check_aggregate(target, aggregate)
+    return ACCUMULATORS[task_of(target).accumulator](target, stats or {}, top_k, aggregate)

@@ -10,12 +10,10 @@ from typing import Any
 
 import numpy as np
 
-# Section ids of the plots for each task; tests and readers can rely on them.
-PLOT_SECTIONS = {
-    "regression": ("plot-pred-vs-true", "plot-residuals", "plot-error-time"),
-    "classification": ("plot-confusion-counts", "plot-confusion-normalized"),
-    "next_frame": ("plot-frame-grid", "plot-step-metrics"),
-}
+from schemas.tasks import TASKS, task_of
+
+# Section ids of the plots for each task (schemas/tasks.py report_sections); tests and readers rely on them.
+PLOT_SECTIONS = {name: row.report_sections for name, row in TASKS.items()}
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 9px;text-align:right}
 th:first-child,td:first-child{text-align:left}.warn{background:#fdd;border:1px solid #c00;padding:1em}
@@ -68,19 +66,14 @@ def _card_rows(card: dict) -> list[list[Any]]:
 
 # ---------------------------------------------------------------- task sections
 
-VIDEO_KEYS = {"regression": ("mae", "rmse", "r2", "pearson_r"), "classification": ("accuracy", "macro_f1"),
-              "next_frame": ("psnr", "ssim", "mse")}
-
-
 def _video_levels(metrics: dict) -> str:
     """Window-level and video-level figures side by side, model and baseline."""
-    task, how = metrics["task"], metrics.get("aggregate", "mean")
-    base_key, base_name = (("baseline_copy_last", "copy last") if task == "next_frame"
-                           else ("baseline", "baseline"))
+    row, how = task_of(metrics["task"]), metrics.get("aggregate", "mean")
+    base_key, base_name = row.baseline.section, row.baseline.name
     m, b = metrics["model"], metrics[base_key]
     if "video" not in m:
         return ""
-    rows = [[k, m[k], m["video"].get(k), b[k], b["video"].get(k)] for k in VIDEO_KEYS[task]]
+    rows = [[k, m[k], m["video"].get(k), b[k], b["video"].get(k)] for k in row.video_keys]
     rows.append(["videos", None, m["video"]["videos"], None, b["video"]["videos"]])
     header = ["metric", "model per window", f"model per video ({how})", f"{base_name} per window",
               f"{base_name} per video ({how})"]
@@ -206,6 +199,40 @@ def _next_frame(metrics: dict, acc) -> tuple[str, list[str]]:
     return tables, plots
 
 
+def _ranking(metrics: dict, acc) -> tuple[str, list[str]]:
+    import matplotlib.pyplot as plt
+    m, b = metrics["model"], metrics["baseline"]
+    keys = ("map", "gap", "hit_at_1", "micro_f1", "macro_f1")
+    rows = [[k, m[k], b[k]] for k in keys]
+    rows.append(["classes skipped by mAP (no positive)", m["map_skipped_classes"], b["map_skipped_classes"]])
+    tables = _table(["metric", "model", "baseline (training class frequencies)"], rows)
+    tables += _table(["class", "AP", "baseline AP", "precision", "recall", "f1", "support"],
+                     [[c, v["ap"], b["per_class"][c]["ap"], v["precision"], v["recall"], v["f1"], v["support"]]
+                      for c, v in m["per_class"].items()])
+    classes = list(m["per_class"])
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(classes), 3.5))
+    x = np.arange(len(classes))
+    nan = lambda v: np.nan if v is None else v
+    ax.bar(x - 0.2, [nan(m["per_class"][c]["ap"]) for c in classes], 0.4, label="model")
+    ax.bar(x + 0.2, [nan(b["per_class"][c]["ap"]) for c in classes], 0.4, label="baseline")
+    ax.set(xticks=x, ylabel="average precision", ylim=(0, 1.02))
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.legend(fontsize=7)
+    plots = [_section("plot-per-class-ap", "Average precision per class, model vs class-frequency baseline", fig)]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for c, (recall, precision) in acc.pr_curves().items():
+        if len(recall):
+            ax.step(recall, precision, where="post", label=c)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    plots.append(_section("plot-pr-curves", "Precision-recall curves per class (windows)", fig))
+    return tables, plots
+
+
+# The report builder of each task row (schemas/tasks.py `report`).
+SECTIONS = {"moments": _regression, "confusion": _classification, "frames": _next_frame, "ranking": _ranking}
+
+
 def write_report(path: str, metrics: dict, acc, card: dict, data_meta) -> str:
     """Writes the self-contained report.html for one evaluation.
 
@@ -222,8 +249,7 @@ def write_report(path: str, metrics: dict, acc, card: dict, data_meta) -> str:
     import matplotlib
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     task = metrics["task"]
-    build = {"regression": _regression, "classification": _classification, "next_frame": _next_frame}[task]
-    tables, plots = build(metrics, acc)
+    tables, plots = SECTIONS[task_of(task).report](metrics, acc)
     tables += _video_levels(metrics)
     warn = ""
     if metrics["nonfinite_windows"]:

@@ -22,7 +22,8 @@ from trainer.export import export_model
 from trainer.augment import span_start
 from trainer.heads import EMBEDDING_LAYER, build_model
 from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, fits_cache, make_dataset
-from trainer.losses import PRIMARY_METRIC, task_loss, task_metrics
+from schemas.tasks import task_of
+from trainer.losses import checkpoint_metric, task_loss, task_metrics
 
 VAL_SPLIT_NAMES = ("validation", "val", "valid", "eval")
 INPUT_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
@@ -128,8 +129,8 @@ def resolve_splits(cfg: TrainConfig, meta: DatasetMetadata) -> Optional[str]:
 
 def class_weights(meta: DatasetMetadata, how: str) -> Optional[dict]:
     """balanced: weight_k = N / (K * n_k) from stats.class_histogram (1 for absent classes)."""
-    if how != "balanced":
-        return None
+    if how != "balanced" or task_of(meta.target).class_weights != "sample":
+        return None  # a row whose weights go in the loss (multilabel) has them there
     hist = meta.stats.get("class_histogram")
     if not hist or len(hist) != len(meta.target.classes):
         raise ConfigError(f"class_weights=balanced needs stats.class_histogram with "
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     policy = configure_runtime(cfg, log)
     paths = RunPaths(cfg.workdir if role.is_chief else os.path.join(cfg.workdir, "workers", role.name))
     os.makedirs(paths.root, exist_ok=True)
-    primary, mode = PRIMARY_METRIC[task]
+    primary, mode = checkpoint_metric(task)
     monitor = f"val_{primary}" if val_split else primary
     log(f"training {cfg.arch} on {cfg.data} ({task}, {n_train} windows, {steps} steps/epoch) with "
         f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
@@ -243,8 +244,13 @@ def compile_model(meta: DatasetMetadata, cfg: TrainConfig, total_steps: int,
     task = meta.target.task
     model = build_model(meta, cfg)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total_steps)
+    balanced = cfg.class_weights == "balanced" and task_of(task).class_weights == "loss"
+    try:
+        loss = task_loss(task, cfg.task_loss(task), meta.stats, cfg.ssim_weight, balanced, meta.target.num_outputs)
+    except ValueError as e:
+        raise ConfigError(f"{cfg.data}/metadata.json: {e}") from None
     model.compile(optimizer=keras.optimizers.Adam(schedule, weight_decay=cfg.weight_decay or None),
-                  loss=task_loss(task, cfg.task_loss(task), meta.stats, cfg.ssim_weight),
+                  loss=loss,
                   metrics=task_metrics(task), jit_compile=bool(cfg.jit))
     if cfg.warm_start:
         warm_start(model, cfg.warm_start, log)
@@ -299,7 +305,7 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
         # What the backbone sees of each T-frame window: training draws a K-frame span at a
         # random offset and stride; evaluation and serving crop span_start() at stride 1.
         "clip": {"frames": frames, "clip_frames": k, "clip_strides": list(cfg.clip_strides),
-                 "eval_span": "last" if meta.target.task == "next_frame" else "centre",
+                 "eval_span": "last" if task_of(meta.target).target_frames else "centre",
                  "eval_start": span_start(frames, k, meta.target.task)},
         "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
         "train_config": cfg.to_dict(),

@@ -5,15 +5,20 @@ from typing import Sequence
 
 import numpy as np
 
+from schemas.tasks import TASKS, task_of
+
 AGGREGATES = ("mean", "max", "vote")
 
 
-def check_aggregate(task: str, aggregate: str) -> None:
-    """Raises ValueError naming the rule when it does not apply to the task."""
+def check_aggregate(task, aggregate: str) -> None:
+    """Raises ValueError naming the rule when it does not apply to the task (row, name or TargetSpec)."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate={aggregate!r}: expected one of {' | '.join(AGGREGATES)}")
-    if aggregate == "vote" and task != "classification":
-        raise ValueError(f"aggregate=vote applies to classification only, not {task}; use mean or max")
+    row = task_of(task)
+    if aggregate not in row.aggregates:
+        takers = [name for name, r in TASKS.items() if aggregate in r.aggregates]
+        raise ValueError(f"aggregate={aggregate} applies to {' | '.join(takers)} only, not {row.name}; "
+                         f"use {' or '.join(row.aggregates)}")
 
 
 class VideoValues:
