@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import numpy as np
-
 from pipelines.labels import VideoLabels
+from pipelines.stats import VideoStatsAccumulator
 from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.spec import TargetSpec, WindowSpec
+from schemas.tasks import stats_widths, task_of
 
 
 def candidates(relabelled: set[str], old_rows: dict[str, dict], labels: Optional[dict[str, VideoLabels]],
                target: TargetSpec) -> set[str]:
     """The relabelled ids that may be retargeted: ingested, no window skipped, a usable new label row."""
-    if labels is None or target.task not in ("regression", "classification"):
+    if labels is None or task_of(target).target_frames:  # frame targets come from the video itself
         return set()
     out = set()
     for vid in relabelled:
@@ -67,25 +67,15 @@ class Retargeter:
 
     def rewrite(self, vid: str, record: bytes) -> bytes:
         """The record with its target replaced by the new one (the same bytes a fresh ingest writes)."""
-        t = self._target_of(ex.parse_example(record), vid)
-        if self.target.task == "regression":
-            feature = {fk.TARGET: ex.float_feature(np.asarray(t, dtype=np.float64).reshape(-1))}
-        else:
-            feature = {fk.LABEL: ex.int64_feature([int(t)])}
+        parsed = ex.parse_example(record)
+        t = self._target_of(parsed, vid)
+        feature = task_of(self.target).encode(self.target, t, vid, int(parsed[fk.START_FRAME][0]), None)
         return ex.replace_features(record, feature)
 
     def sums(self, vid: str) -> dict:
         """The manifest's target sums of a retargeted video, over its windows in frame order."""
-        targets = [t for _, t in sorted(self.targets.get(vid, []), key=lambda s: s[0])]
-        if self.target.task == "classification":
-            hist = np.zeros(len(self.target.classes), np.int64)
-            for t in targets:
-                hist[int(t)] += 1
-            return {"class_hist": [int(v) for v in hist]}
-        total = np.zeros(len(self.target.outputs), np.float64)
-        sq = np.zeros(len(self.target.outputs), np.float64)
-        for t in targets:
-            v = np.asarray(t, np.float64)
-            total += v
-            sq += v * v
-        return {"target_sum": total.tolist(), "target_sumsq": sq.tolist()}
+        acc = VideoStatsAccumulator(self.spec.channels, *stats_widths(self.target))
+        for _, t in sorted(self.targets.get(vid, []), key=lambda s: s[0]):
+            acc.add_target(t)
+        s = acc.summary(vid, "")
+        return {"target_sum": list(s.target_sum), "target_sumsq": list(s.target_sumsq), "class_hist": list(s.class_hist)}
