@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from schemas.metadata import DatasetMetadata  # noqa: E402
 from schemas.spec import TargetSpec, WindowSpec  # noqa: E402
 from benchmarks.flops import train_flops_per_window  # noqa: E402
-from trainer.archs import ARCHS  # noqa: E402
+from trainer.archs import ARCHS, arch_defaults  # noqa: E402
 from trainer.callbacks import EpochTimer  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.heads import build_model  # noqa: E402
@@ -86,7 +86,9 @@ def measure(arch: str, meta: DatasetMetadata, batch: int, steps: int, repeats: i
     """Parameters, training windows/s and FLOPs per window of one architecture."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    cfg = TrainConfig(data="-", workdir="-", arch=arch, backbone_weights="none")
+    # default widths (what `clipforge train` builds); no pretrained weights download
+    cfg = TrainConfig(data="-", workdir="-", arch=arch,
+                      arch_options={"backbone_weights": "none"} if "backbone_weights" in arch_defaults(arch) else {})
     policy = precision_policy(args.mixed_precision)
     keras.mixed_precision.set_dtype_policy(policy)
     with select_strategy(args.strategy).scope():

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 
+from schemas.errors import exits
 from schemas.tasks import NAMES, TASKS
 
 CLIP_SECONDS = 5.0  # 60 frames per clip at 12 fps: ~19 windows each at stride 3
@@ -98,6 +99,7 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     return metrics
 
 
+@exits("clipforge demo")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clipforge demo",

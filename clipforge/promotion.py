@@ -13,6 +13,7 @@ import socket
 from typing import Optional
 
 from schemas.configs import ConfigError
+from schemas.errors import SetupError
 from schemas.tasks import TASKS
 
 # The metric each task is judged on by default (schemas/tasks.py promotion_metric); all are
@@ -24,8 +25,10 @@ EXPORT_SUBDIR = os.path.join("train", "export")
 METRICS_SUBPATH = os.path.join("eval_candidate", "metrics.json")
 
 
-class PromotionRefused(RuntimeError):
-    """A forced promotion or rollback that cannot be done (no such run or version); nothing changed."""
+class PromotionRefused(SetupError, RuntimeError):
+    """A forced promotion or rollback that cannot be done (no such run or version); nothing changed (exit 2)."""
+
+    label = "refused"
 
 
 @dataclasses.dataclass

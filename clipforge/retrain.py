@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import socket
-import sys
 import time
 from typing import Optional
 
@@ -18,18 +17,23 @@ from clipforge.promotion import (HISTORY_FILE, PRIMARY_METRIC, PromoteConfig, Pr
                                  blessed_path, current_blessed, gate, promote)
 from pipelines.process import owner_gone
 from schemas.configs import ConfigError, from_mapping, load_yaml
+from schemas.errors import ClipforgeError, exits
 from schemas.metadata import METADATA_FILE
 
 LOCK_FILE = "retrain.lock"
 DRIFT_FILE = "drift.json"  # pipelines/drift.py writes it; read here as a file, like metadata.json
 
 
-class RetrainError(RuntimeError):
-    """A step of the run failed; the run exits non-zero and the blessed model is untouched."""
+class RetrainError(ClipforgeError, RuntimeError):
+    """A step of the run failed; the run exits 1 and the blessed model is untouched."""
+
+    label = ""
 
 
 class LockHeld(RetrainError):
     """Another live run holds the lock; this run exits 3 without doing anything."""
+
+    exit_code = 3
 
 
 @dataclasses.dataclass
@@ -262,6 +266,7 @@ def _human_action(cfg: RetrainConfig, args, log=print) -> int:
     return 0
 
 
+@exits("clipforge retrain")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clipforge retrain",
@@ -284,27 +289,13 @@ def run(argv: list[str]) -> int:
     action.add_argument("--status", action="store_true",
                         help="print the blessed version, its metrics and the last runs' decisions, and exit")
     args = parser.parse_args(argv)
-    try:
-        cfg = from_mapping(RetrainConfig, load_yaml(args.config), args.config)
-        cfg.check()
-        from_mapping(PromoteConfig, cfg.promote, "promote").check()
-    except ConfigError as e:
-        print(f"clipforge retrain: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        if args.status:
-            print(promotion.status_text(cfg.root))
-            return 0
-        if args.promote is not None or args.rollback:
-            return _human_action(cfg, args)
-        retrain(cfg)
-    except PromotionRefused as e:
-        print(f"clipforge retrain: refused: {e}", file=sys.stderr)
-        return 2
-    except LockHeld as e:
-        print(f"clipforge retrain: {e}", file=sys.stderr)
-        return 3
-    except RetrainError as e:
-        print(f"clipforge retrain: {e}", file=sys.stderr)
-        return 1
+    cfg = from_mapping(RetrainConfig, load_yaml(args.config), args.config)
+    cfg.check()
+    from_mapping(PromoteConfig, cfg.promote, "promote").check()
+    if args.status:
+        print(promotion.status_text(cfg.root))
+        return 0
+    if args.promote is not None or args.rollback:
+        return _human_action(cfg, args)
+    retrain(cfg)
     return 0

@@ -9,6 +9,7 @@ import subprocess
 from typing import Optional
 
 import numpy as np
+from schemas.errors import ClipforgeError
 
 LABELS_FILE = "labels.csv"
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
@@ -19,7 +20,7 @@ EXTRA_SHAPES = ("cross", "disc", "ring", "square")
 FFMPEG_TIMEOUT_S = 60
 
 
-class SynthError(RuntimeError):
+class SynthError(ClipforgeError, RuntimeError):
     """ffmpeg is missing or failed to encode a clip; the message carries its stderr."""
 
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import pickle
-import sys
 import time
 
 import apache_beam as beam
@@ -26,7 +25,6 @@ from pipelines.manifest import MANIFEST_FILE, STATS_COLUMNS, ManifestRow, comple
 from pipelines.retarget import Retargeter, candidates
 from pipelines.stats import DatasetStats, VideoSummary
 from pipelines.transforms import DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteShards
-from schemas.configs import ConfigError
 from schemas.metadata import DEAD_LETTER_FILE, DatasetMetadata, MissingMetadataError
 
 # Dead letters found while listing: every run finds them afresh, so old rows of these kinds are dropped.
@@ -321,49 +319,45 @@ def decoded_last(directory: str) -> int:
 
 
 def run(config: IngestConfig, options, start: float) -> int:
-    """`clipforge ingest --append`; returns the exit status (2 for a wrong set-up)."""
+    """`clipforge ingest --append`; returns 0 (set-up errors are raised before any work: ingest.run maps them)."""
     final = os.path.abspath(config.output) if is_local(config.output) else config.output.rstrip("/")
+    if is_template_launch(options):
+        raise SetupError("--append waits for its job to finish (it merges the dataset afterwards): "
+                         "not with a Flex Template launch")
+    if is_local(final):
+        out_dir.remove_abandoned(os.path.dirname(final), os.path.basename(final))
     try:
-        if is_template_launch(options):
-            raise SetupError("--append waits for its job to finish (it merges the dataset afterwards): "
-                             "not with a Flex Template launch")
-        if is_local(final):
-            out_dir.remove_abandoned(os.path.dirname(final), os.path.basename(final))
-        try:
-            meta = out_dir.load_metadata(final)
-        except (MissingMetadataError, OSError) as e:
-            raise SetupError(f"--append: {config.output} is not a finished dataset ({e}); ingest it first "
-                             "without --append") from None
-        check_settings(config, meta)
-        reference = drift.load_reference(final)
-        if not is_local(final):
-            store.recover_remote(final, meta)
-        rows = store.manifest_rows(final) if meta.manifest else []
-        if not meta.manifest or (rows and "label_hash" not in rows[0]):
-            raise SetupError(f"--append: {config.output} was made by a clipforge without per-video statistics "
-                             f"in {MANIFEST_FILE}; ingest it afresh once, then append")
-        plan = ingest.prepare(config)
-        if plan.job.target.to_dict() != meta.target.to_dict() or plan.job.spec.to_dict() != meta.spec.to_dict():
-            raise SetupError(f"--append: the labels give target {plan.job.target.to_dict()}, the dataset has "
-                             f"{meta.target.to_dict()} (e.g. a new class): ingest afresh into a new --output")
-        if not plan.decoder.same_build(meta.decoder):
-            raise SetupError(f"--append: this machine's {config.decoder} decoder ({plan.decoder.version!r}) is "
-                             f"not the build that decoded the dataset ({meta.decoder.get('version')!r})")
-        changes = classify(plan, rows, config.keep_missing)
-        check_splits(plan, changes, rows)
-        generation = meta.generation + 1
-        old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
-        drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed),
-                                       *(r.video_id for r in changes.changed)] if v in old_ok}
-        old_rows = {r["video_id"]: r for r in rows if r.get("kind") not in LISTING_KINDS}
-        retarget = Retargeter(meta.spec, meta.target, plan.job.labels or {},
-                              candidates(set(changes.relabelled), old_rows, plan.job.labels, meta.target))
-        affected = _affected_shards(meta, final, drop, retarget)
-        changes.retargeted = set(retarget.ids)
-        staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
-    except (ConfigError, SetupError) as e:
-        print(f"clipforge ingest: error: {e}", file=sys.stderr)
-        return 2
+        meta = out_dir.load_metadata(final)
+    except (MissingMetadataError, OSError) as e:
+        raise SetupError(f"--append: {config.output} is not a finished dataset ({e}); ingest it first "
+                         "without --append") from None
+    check_settings(config, meta)
+    reference = drift.load_reference(final)
+    if not is_local(final):
+        store.recover_remote(final, meta)
+    rows = store.manifest_rows(final) if meta.manifest else []
+    if not meta.manifest or (rows and "label_hash" not in rows[0]):
+        raise SetupError(f"--append: {config.output} was made by a clipforge without per-video statistics "
+                         f"in {MANIFEST_FILE}; ingest it afresh once, then append")
+    plan = ingest.prepare(config)
+    if plan.job.target.to_dict() != meta.target.to_dict() or plan.job.spec.to_dict() != meta.spec.to_dict():
+        raise SetupError(f"--append: the labels give target {plan.job.target.to_dict()}, the dataset has "
+                         f"{meta.target.to_dict()} (e.g. a new class): ingest afresh into a new --output")
+    if not plan.decoder.same_build(meta.decoder):
+        raise SetupError(f"--append: this machine's {config.decoder} decoder ({plan.decoder.version!r}) is "
+                         f"not the build that decoded the dataset ({meta.decoder.get('version')!r})")
+    changes = classify(plan, rows, config.keep_missing)
+    check_splits(plan, changes, rows)
+    generation = meta.generation + 1
+    old_ok = {r["video_id"]: r["split"] for r in rows if r.get("status") == "ok"}
+    drop = {v: old_ok[v] for v in [*(r["video_id"] for r in changes.removed),
+                                   *(r.video_id for r in changes.changed)] if v in old_ok}
+    old_rows = {r["video_id"]: r for r in rows if r.get("kind") not in LISTING_KINDS}
+    retarget = Retargeter(meta.spec, meta.target, plan.job.labels or {},
+                          candidates(set(changes.relabelled), old_rows, plan.job.labels, meta.target))
+    affected = _affected_shards(meta, final, drop, retarget)
+    changes.retargeted = set(retarget.ids)
+    staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
     try:
         new_rows, new_dead = [], []
         refs = changes.to_decode

@@ -10,6 +10,7 @@ from pipelines.decode import RESIZE_MODES
 from pipelines.decoder import DECODER_ENV, DECODERS, default_decoder
 from pipelines.probe import DEFAULT_FORMATS, DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS
 from schemas.configs import ConfigError, from_mapping, load_yaml
+from schemas.errors import SetupError  # noqa: F401  (raised here; importers take it from here too)
 from schemas.metadata import COMPRESSIONS
 from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
 from schemas.tasks import choices_help, task_of
@@ -20,10 +21,6 @@ SHORT_VIDEOS = ("drop", "pad")
 RESERVED_COLUMNS = ("video", "video_id", "time", "start", "end")
 # Settings that do not change a dataset's content: left out of its fingerprint.
 NON_DATA_FIELDS = ("output", "overwrite", "ffmpeg_threads", "segment_seconds", "append", "keep_missing")
-
-
-class SetupError(Exception):
-    """A wrong set-up found before any work: `clipforge ingest` prints it and exits 2."""
 
 
 @dataclasses.dataclass

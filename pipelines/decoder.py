@@ -9,13 +9,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from schemas.errors import SetupError
 
 DECODERS = ("bundled", "system")
 # The default --decoder, where the environment sets one (the test suites run under both).
 DECODER_ENV = "CLIPFORGE_DECODER"
 
 
-class DecoderError(RuntimeError):
+class DecoderError(SetupError, RuntimeError):
     """The chosen decoder cannot run on this machine (not installed, not executable)."""
 
 

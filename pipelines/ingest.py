@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 import time
 from typing import Optional
 
@@ -13,8 +12,8 @@ import numpy as np
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines import corpus
-from pipelines.config import SPLIT_NAMES, IngestConfig, SetupError, parse_config
-from pipelines.decoder import Decoder, DecoderError, resolve
+from pipelines.config import SPLIT_NAMES, IngestConfig, parse_config
+from pipelines.decoder import Decoder, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.decode import ffmpeg_args
 from pipelines.drift import dataset_lines as drift_lines
@@ -25,7 +24,7 @@ from pipelines.probe import ProbeLimits, VideoError, probe_video
 from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
                                   WriteMetadata, WriteShards)
-from schemas.configs import ConfigError
+from schemas.errors import exits
 from schemas.tasks import task_of
 from schemas.metadata import DatasetMetadata
 
@@ -86,10 +85,7 @@ def prepare(config: IngestConfig) -> IngestPlan:
       SetupError: the decoder missing, no input matched, labels unreadable or inconsistent, output
         existing (without --overwrite) or not writable.
     """
-    try:
-        decoder = resolve(config.decoder)
-    except DecoderError as e:
-        raise SetupError(str(e)) from None
+    decoder = resolve(config.decoder)  # DecoderError: a set-up error
     refs, listed_missing = list_videos(config.input, config.frame_folders)
     videos, dups = split_duplicates(refs)
     rejected = [DeadLetter(d.path, d.video_id, "read", f"video id {d.video_id!r} is also {kept.path}, "
@@ -231,19 +227,16 @@ def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
     return "\n".join(lines)
 
 
+@exits("clipforge ingest")
 def run(argv: list[str]) -> int:
-    """Entry point of `clipforge ingest`; returns the exit status (2 for a wrong set-up)."""
+    """Entry point of `clipforge ingest`; returns the exit status (schemas/errors.py: 2 for a wrong set-up)."""
     start = time.time()
-    try:
-        config, beam_args = parse_config(argv)
-        options = pipeline_options(beam_args)
-        if config.append:
-            from pipelines import append
-            return append.run(config, options, start)
-        plan = prepare(config)
-    except (ConfigError, SetupError) as e:
-        print(f"clipforge ingest: error: {e}", file=sys.stderr)
-        return 2
+    config, beam_args = parse_config(argv)
+    options = pipeline_options(beam_args)
+    if config.append:
+        from pipelines import append
+        return append.run(config, options, start)
+    plan = prepare(config)
     try:
         with create_pipeline(options) as p:
             build_pipeline(p, plan)

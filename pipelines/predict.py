@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any, Iterable, Sequence
 
@@ -20,7 +19,7 @@ from pipelines import drift
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
 from pipelines.config import SetupError
-from pipelines.decoder import DECODERS, DecoderError, default_decoder, resolve
+from pipelines.decoder import DECODERS, default_decoder, resolve
 from pipelines.inputs import list_videos, split_duplicates
 from pipelines.predict_report import anomaly_scores
 from pipelines.probe import ProbeLimits
@@ -28,9 +27,9 @@ from pipelines.records import VideoWindow
 from pipelines.signals import combine as signals_row
 from pipelines.transforms import DEAD_LETTER, SIGNALS, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
-from schemas.metadata import MissingMetadataError
+from schemas.errors import exits
 from schemas.measures import frame_psnr as psnr  # noqa: F401 - the one PSNR, also evaluate's
-from schemas.spec import SpecError, TargetSpec
+from schemas.spec import TargetSpec
 from schemas.tasks import task_of
 
 # Beam's RunInference warns on every batch when its optional ModelManager cannot be imported,
@@ -263,38 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits("clipforge predict")
 def run(argv: list[str]) -> int:
-    """Entry point of `clipforge predict`; returns 0, or 2 for a wrong set-up."""
+    """Entry point of `clipforge predict`; returns the exit status (schemas/errors.py: 2 for a wrong set-up)."""
     start = time.time()
     args, beam_args = build_parser().parse_known_args(argv)
-    try:
-        if args.batch_size < 1:
-            raise SetupError(f"--batch-size={args.batch_size}: expected an integer >= 1")
-        if args.report_videos < 0:
-            raise SetupError(f"--report-videos={args.report_videos}: expected an integer >= 0")
-        if not args.segment_seconds >= 0:
-            raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
-                             "number of seconds")
-        if args.frame_folders and not (args.source_fps is not None and args.source_fps > 0):
-            raise SetupError(f"--source-fps={args.source_fps}: expected a positive frame rate with --frame-folders "
-                             "(the rate the frames were taken at)")
-        meta, card = load_export_metadata(args.model)
-        if args.embeddings and "embedding_dim" not in card:
-            raise SetupError(f"--embeddings: {args.model} has no {EMBED_SIGNATURE!r} signature (its model_card.json "
-                             "has no embedding_dim); re-train it with this clipforge version")
-        decoder = args.decoder or meta.config.get("decoder") or default_decoder()
-        try:
-            resolve(decoder)
-        except DecoderError as e:
-            raise SetupError(str(e)) from None
-        options = pipeline_options(beam_args)
-        refs, missing = list_videos(args.input, args.frame_folders)
-        videos, _ = split_duplicates(refs)
-        staging = out_dir.prepare_output(args.output, args.overwrite)
-        reference = drift.load_reference(args.model)
-    except (SetupError, MissingMetadataError, SpecError) as e:
-        print(f"clipforge predict: error: {e}", file=sys.stderr)
-        return 2
+    if args.batch_size < 1:
+        raise SetupError(f"--batch-size={args.batch_size}: expected an integer >= 1")
+    if args.report_videos < 0:
+        raise SetupError(f"--report-videos={args.report_videos}: expected an integer >= 0")
+    if not args.segment_seconds >= 0:
+        raise SetupError(f"--segment-seconds={args.segment_seconds}: expected 0 (never split) or a positive "
+                         "number of seconds")
+    if args.frame_folders and not (args.source_fps is not None and args.source_fps > 0):
+        raise SetupError(f"--source-fps={args.source_fps}: expected a positive frame rate with --frame-folders "
+                         "(the rate the frames were taken at)")
+    meta, card = load_export_metadata(args.model)
+    if args.embeddings and "embedding_dim" not in card:
+        raise SetupError(f"--embeddings: {args.model} has no {EMBED_SIGNATURE!r} signature (its model_card.json "
+                         "has no embedding_dim); re-train it with this clipforge version")
+    decoder = args.decoder or meta.config.get("decoder") or default_decoder()
+    resolve(decoder)  # DecoderError: a set-up error
+    options = pipeline_options(beam_args)
+    refs, missing = list_videos(args.input, args.frame_folders)
+    videos, _ = split_duplicates(refs)
+    staging = out_dir.prepare_output(args.output, args.overwrite)
+    reference = drift.load_reference(args.model)
     target, resize = meta.target, meta.config.get("resize", "stretch")
     limits = limits_of(meta.config)
     horizon = task_of(target).horizon(target)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from pipelines.decoder import Decoder, default_decoder, resolve
 from pipelines.process import ToolProcess, run_tool
+from schemas.errors import ClipforgeError
 
 # Only the file protocol: whatever a file refers to, ffmpeg cannot open a network connection
 # or another protocol's resource (pipe:, fd:, subfile:, data:, http:, tcp:...).
@@ -42,7 +43,7 @@ ATTACHED_PIC = b"(attached pic)"
 COVER_ART_REASON = "the only video stream is an attached picture (cover art), not video"
 
 
-class VideoError(Exception):
+class VideoError(ClipforgeError):
     """A video cannot be used; `kind` is a short stable code counted in the summary.
 
     Attributes:

@@ -7,8 +7,8 @@ import sys
 import time
 
 from schemas.codec import RecordCodec, RecordError
-from schemas.metadata import DatasetMetadata, MissingMetadataError
-from schemas.spec import SpecError
+from schemas.errors import ClipforgeError, exits
+from schemas.metadata import DatasetMetadata
 from schemas.tfrecord import CorruptRecordError, iter_records
 
 
@@ -78,6 +78,7 @@ def validate_dataset(directory: str, splits: list[str] | None = None, decode: bo
     return problems + leakage_problems(meta)
 
 
+@exits("clipforge validate")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clipforge validate",
@@ -91,12 +92,11 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--no-decode", action="store_true", help="check framing, CRCs and counts only")
     args = parser.parse_args(argv)
     start = time.time()
-    try:
-        print(f"validating {args.dataset}")
+    print(f"validating {args.dataset}")
+    try:  # a missing or unreadable metadata.json is a wrong path: SetupError (exit 2)
         problems = validate_dataset(args.dataset, args.split, decode=not args.no_decode)
-    except (MissingMetadataError, SpecError, KeyError) as e:
-        print(f"clipforge validate: {e}", file=sys.stderr)
-        return 1
+    except KeyError as e:  # a metadata.json without a field it must have: a broken dataset
+        raise ClipforgeError(f"{args.dataset}/metadata.json has no {e.args[0]!r}") from None
     for p in problems:
         print(f"PROBLEM {p}", file=sys.stderr)
     print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {time.time() - start:.1f}s")

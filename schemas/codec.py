@@ -14,12 +14,13 @@ from PIL import Image
 
 from schemas import example_proto as ex
 from schemas import features as fk
+from schemas.errors import ClipforgeError
 from schemas.png import encode_png
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tasks import TaskValueError, feature_spec, parse_target, task_of
 
 
-class RecordError(ValueError):
+class RecordError(ClipforgeError, ValueError):
     """A record or frame does not match the dataset spec."""
 
 

@@ -7,19 +7,22 @@ from typing import Any, Mapping
 
 import yaml
 
+from schemas.errors import SetupError
 
-class ConfigError(ValueError):
+
+class ConfigError(SetupError, ValueError):
     """A config field is unknown or holds a value of the wrong type; the message names it."""
 
 
-def _coerce(name: str, value: Any, typ: Any) -> Any:
+def coerce(name: str, value: Any, typ: Any) -> Any:
+    """VALUE as type TYP (from YAML, a flag or --set: \"8,16\" for a tuple); ConfigError names NAME."""
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
     if origin is typing.Union:  # Optional[X]
         if value is None:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(name, value, non_none[0])
+        return coerce(name, value, non_none[0])
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -28,7 +31,7 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}={value!r}: expected a list")
         inner = args[0] if args else str
-        return tuple(_coerce(name, v, inner) for v in value) if origin is tuple else [_coerce(name, v, inner) for v in value]
+        return tuple(coerce(name, v, inner) for v in value) if origin is tuple else [coerce(name, v, inner) for v in value]
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -61,7 +64,7 @@ def from_mapping(cls, values: Mapping[str, Any], where: str = "config"):
     unknown = [k for k in values if k.replace("-", "_") not in fields]
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
-    kwargs = {k.replace("-", "_"): _coerce(f"{where}.{k}", v, hints[k.replace('-', '_')]) for k, v in values.items()}
+    kwargs = {k.replace("-", "_"): coerce(f"{where}.{k}", v, hints[k.replace('-', '_')]) for k, v in values.items()}
     return cls(**kwargs)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from schemas.errors import SetupError
 from schemas.spec import SpecError, TargetSpec, WindowSpec
 
 # 2: video ids are paths under the input root (were file names); videos.parquet, provenance, leakage.
@@ -16,7 +17,7 @@ DEAD_LETTER_FILE = "dead_letter.jsonl"
 COMPRESSIONS = ("none", "gzip")
 
 
-class MissingMetadataError(FileNotFoundError):
+class MissingMetadataError(SetupError, FileNotFoundError):
     """The directory is not a finished clipforge dataset (or export)."""
 
 

@@ -5,12 +5,13 @@ import dataclasses
 from typing import Any
 
 from schemas import tasks as _tasks
+from schemas.errors import SetupError
 
 ENCODINGS = ("png", "jpeg", "raw")
 TASKS = _tasks.NAMES
 
 
-class SpecError(ValueError):
+class SpecError(SetupError, ValueError):
     """A spec field holds a value that cannot work; the message names the field."""
 
 

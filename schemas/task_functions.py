@@ -7,10 +7,11 @@ import numpy as np
 
 from schemas import example_proto as ex
 from schemas import features as fk
+from schemas.errors import ClipforgeError
 from schemas.measures import frame_psnr
 
 
-class TaskValueError(ValueError):
+class TaskValueError(ClipforgeError, ValueError):
     """A target value does not fit its task's spec; the codec turns it into a RecordError."""
 
 

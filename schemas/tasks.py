@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from schemas import features as fk
 from schemas import task_functions as fn
+from schemas.errors import SetupError
 from schemas.task_functions import (  # noqa: F401 - re-exported: the table's users need only this module
     MULTILABEL_THRESHOLD, TaskValueError, feature_spec, multi_hot, parse_target, predicted_names)
 
@@ -227,8 +228,11 @@ NAMES = tuple(TASKS)
 REGRESSION, CLASSIFICATION, NEXT_FRAME, MULTILABEL = _ROWS  # for code that needs one row by name
 
 
-class UnknownTask(KeyError):
-    """A task name that is not in the table."""
+class UnknownTask(SetupError, KeyError):
+    """A task name that is not in the table (a wrong --task or metadata.json: exit 2)."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
 
 
 def task_of(target_or_name) -> Task:

@@ -6,6 +6,8 @@ import io
 import struct
 from typing import BinaryIO, Callable, Iterator, Optional
 
+from schemas.errors import ClipforgeError
+
 try:  # hardware CRC32C (SSE4.2 / ARMv8), ~50x crcmod's C extension here; Beam's TFRecord sink uses it too
     from google_crc32c import value as _crc32c
 except ImportError:  # pragma: no cover - google-crc32c is a dependency; crcmod comes with Beam
@@ -13,7 +15,7 @@ except ImportError:  # pragma: no cover - google-crc32c is a dependency; crcmod 
     _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
 
-class CorruptRecordError(ValueError):
+class CorruptRecordError(ClipforgeError, ValueError):
     """A shard's framing or checksum is wrong at a given record offset."""
 
     def __init__(self, path: str, index: int, offset: int, reason: str):

@@ -14,14 +14,13 @@ from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_SIGNATURE, KERA
 from schemas.metadata import DatasetMetadata
 from schemas.tasks import NAMES, TASKS
 from tests.datasets import make_dataset
-from trainer.archs import ARCHS
-from trainer.config import TrainConfig
+from trainer.archs import ARCHS, arch_defaults
+from trainer.config import TrainConfig, smoke
 from trainer.heads import build_model, embedding_model
 from trainer.train import train
 
-# Small widths keep 24 train+export runs inside the test budget; the shapes are what matter.
-SMALL = dict(filters=(4, 8), units=8, backbone_weights="none", epochs=1, batch_size=4,
-             early_stopping_patience=0)
+# The smoke configuration (trainer/config.py) keeps every train+export run inside the test budget;
+# the shapes are what matter.
 # Backpropagating through MobileNetV3 dominates the suite's time; every task but the frame one
 # trains it frozen (the first with the GRU temporal head), which covers freeze_backbone and both
 # temporal heads.
@@ -59,8 +58,8 @@ def _without_target(record: bytes) -> bytes:
 def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     import keras
     keras.backend.clear_session()
-    options = {**SMALL, **OPTIONS.get((arch, task), {})}
-    cfg = TrainConfig(data=datasets[task], workdir=str(tmp_path), arch=arch, **options).validate()
+    options = OPTIONS.get((arch, task), {})
+    cfg = TrainConfig(data=datasets[task], workdir=str(tmp_path), **smoke(arch, **options)).validate()
     result = train(cfg, log=lambda line: None)
 
     assert result.epochs_run == 1 and np.isfinite(result.final_metrics["loss"])
@@ -98,7 +97,8 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     assert card["architecture"] == arch and card["task"] == task
     assert card["parameters"] == result.model.count_params() > 0
     assert card["dataset"]["fingerprint"] == meta.fingerprint
-    assert set(card["arch_config"]) == set(ARCHS[arch].options)
+    assert card["arch_config"] == cfg.to_dict()["arch_options"]
+    assert set(card["arch_config"]) == set(arch_defaults(arch))  # every knob, the defaults included
     frozen = options.get("freeze_backbone", False)
     assert (card["trainable_parameters"] < card["parameters"] / 2) == frozen
 
@@ -115,7 +115,7 @@ def test_untrained_next_frame_model_copies_the_last_frame(arch, datasets):
     keras.backend.clear_session()
     frame_task = next(name for name, row in TASKS.items() if row.target_frames)
     meta = DatasetMetadata.load(datasets[frame_task])
-    cfg = TrainConfig(data=datasets[frame_task], workdir="unused", arch=arch, **SMALL).validate()
+    cfg = TrainConfig(data=datasets[frame_task], workdir="unused", **smoke(arch)).validate()
     model = build_model(meta, cfg)
     _, frames = _test_records(datasets[frame_task])
     predicted = model(frames, training=False).numpy()

@@ -9,7 +9,7 @@ from schemas.configs import ConfigError
 from schemas.export import MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE
 from schemas.metadata import DatasetMetadata
 from tests.datasets import make_dataset
-from trainer.config import TrainConfig, load_config
+from trainer.config import TrainConfig, load_config, smoke
 from trainer.input import make_dataset as input_dataset
 
 T, K = 8, 3
@@ -104,8 +104,8 @@ def test_model_sees_only_the_centre_span_and_card_records_it(data, tmp_path):
     import tensorflow as tf
     from trainer.train import train
     d = data["regression"]
-    cfg = TrainConfig(data=d, workdir=str(tmp_path), arch="conv3d", filters=(4,), units=8, epochs=1,
-                      batch_size=4, early_stopping_patience=0, clip_frames=K, clip_strides=(1, 2)).validate()
+    cfg = TrainConfig(data=d, workdir=str(tmp_path), **smoke("conv3d", filters=(4,)), clip_frames=K,
+                      clip_strides=(1, 2)).validate()
     result = train(cfg, log=lambda line: None)
     with open(os.path.join(result.export_dir, MODEL_CARD_FILE)) as f:
         card = json.load(f)

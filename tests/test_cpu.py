@@ -114,9 +114,7 @@ def test_flops_of_known_layers():
 def test_flops_of_registered_archs_match_hand_counts(arch):
     from benchmarks.flops import forward_flops
     from trainer.archs import build_backbone
-    from trainer.config import TrainConfig
-    cfg = TrainConfig(data="-", workdir="-", arch=arch, filters=(4, 8), units=16)
-    model = build_backbone(arch, (4, 16, 16, 1), cfg)
+    model = build_backbone(arch, (4, 16, 16, 1), {"filters": (4, 8), "units": 16})
     if arch == "conv3d":   # stage0 keeps T=4 at 16x16, stage1 runs on 4x8x8; then Dense(16)
         expect = 27 * 1 * 4 * (4 * 16 * 16) * 2 + 27 * 4 * 8 * (4 * 8 * 8) * 2 + 2 * 8 * 16
     else:                  # the 4 frames are the channels of one 2D CNN

@@ -252,7 +252,7 @@ def test_retrain_appends_brighter_videos_and_holds_back_the_drifted_run(tmp_path
     cfg = {"root": str(tmp_path / "root"),
            "ingest": {"input": corpus, "task": "next_frame", "horizon": 1, "frames": 4, "stride": 4, "fps": 10,
                       "size": "16x16", "color": "gray", "splits": [0.5, 0.25, 0.25]},
-           "train": {"arch": "conv3d", "epochs": 1, "batch_size": 2, "set": {"filters": [4, 8]}},
+           "train": {"arch": "conv3d", "epochs": 1, "batch_size": 2, "set": {"arch_options.filters": [4, 8]}},
            "promote": {"require_beats_baseline": False, "max_drift_psi": 0.25}}
     first = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
     assert first["promoted"] is True and first["drift"] is None and first["max_drift_psi"] == 0.25

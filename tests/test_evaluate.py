@@ -231,6 +231,22 @@ def test_empty_or_unknown_split_and_missing_model_fail_clearly(regression_setup,
     assert rc == 2 and "not a finished clipforge export" in capsys.readouterr().err
 
 
+def test_a_corrupt_shard_is_failed_work_not_a_wrong_set_up(regression_setup, tmp_path, capsys):
+    root, data = regression_setup
+    write_dataset(str(tmp_path / "data"), "regression", SPEC, data)
+    meta = DatasetMetadata.load(str(tmp_path / "data"))
+    [shard] = meta.shard_paths(str(tmp_path / "data"), "test")
+    raw = bytearray(open(shard, "rb").read())
+    raw[40] ^= 0xFF  # a byte inside the first record's data: its CRC no longer matches
+    open(shard, "wb").write(bytes(raw))
+    rc = cli.main(["evaluate", "--model", str(root / "export"), "--data", str(tmp_path / "data"),
+                   "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "clipforge evaluate: failed: reading split 'test'" in err and "Traceback" not in err
+    assert f"clipforge validate {tmp_path / 'data'}" in err  # the command it suggests runs
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_help_explains_flags(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["evaluate", "--help"])

@@ -180,7 +180,7 @@ def test_killed_ingest_leaves_no_finished_dataset_and_no_orphan(corpus, plain):
     with pytest.raises(MissingMetadataError, match="has no metadata.json.*killed"):
         DatasetMetadata.load(str(staged[0]))
     rc, _, err = validate_run(str(staged[0]))
-    assert rc == 1 and "has no metadata.json" in err
+    assert rc == 2 and "has no metadata.json" in err  # a wrong path: a set-up error
     # the killed --overwrite run left the old dataset exactly as it was
     assert snapshot(existing) == before and validate_run(str(existing))[0] == 0
     # the next run for the same output removes the killed run's staging (its owner pid is gone)

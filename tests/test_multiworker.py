@@ -15,10 +15,10 @@ from schemas.export import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, MODEL_CARD_FILE,
                             SERVING_SIGNATURE)
 from schemas.metadata import DatasetMetadata
 from tests.datasets import make_dataset
+from trainer.config import smoke_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--arch", "conv3d", "--batch-size", "4", "--set", "filters=4,8", "--set", "units=8",
-        "--set", "early_stopping_patience=0"]
+TINY = ["--arch", "conv3d", "--batch-size", "4", *smoke_flags("conv3d")]
 
 
 @pytest.fixture(scope="module")

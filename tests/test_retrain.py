@@ -62,7 +62,7 @@ def regression_cfg(corpus, tmp_path):
             "ingest": {"input": corpus, "labels": os.path.join(corpus, "labels.csv"), "task": "regression",
                        "target_columns": ["speed"], **_WINDOWS},
             "train": {"arch": "conv3d", "epochs": 1, "batch_size": 8, "learning_rate": 1.0,
-                      "set": {"filters": [4, 8]}},
+                      "set": {"arch_options.filters": [4, 8]}},
             "promote": {"metric": "r2"}}
 
 
@@ -77,7 +77,7 @@ def next_frame_runs(corpus, tmp_path_factory):
     shutil.copytree(corpus, videos_in)
     cfg = {"root": str(root / "root"), "ingest": {"input": videos_in, "task": "next_frame", "horizon": 1, **_WINDOWS},
            "train": {"arch": "frames_as_channels", "epochs": 2, "batch_size": 8, "learning_rate": 0.003,
-                     "set": {"filters": [4, 8]}},
+                     "set": {"arch_options.filters": [4, 8]}},
            "promote": {}}
     first_log: list[str] = []
     first = retrain.retrain(retrain.RetrainConfig(**cfg), log=first_log.append)

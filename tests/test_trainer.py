@@ -15,10 +15,11 @@ from tests.datasets import make_dataset
 from tests.runs import backup_epoch, kill_after_backup
 from trainer import cpu
 from trainer.archs import ARCHS
+from trainer.config import smoke, smoke_flags
 from trainer.main import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--set", "filters=4,8", "--set", "units=8", "--set", "early_stopping_patience=0"]
+TINY = smoke_flags("conv3d")  # the tests below train conv3d
 
 
 def _env(**extra):
@@ -47,7 +48,9 @@ def float32_policy():
 
 def test_list_archs_prints_the_registry(capsys):
     assert run(["--list-archs"]) == 0
-    assert capsys.readouterr().out.split() == list(ARCHS)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(ARCHS)
+    assert "rnn='lstm'" in lines[list(ARCHS).index("cnn_rnn")] and "filters=(16, 32, 64)" in lines[0]
 
 
 def test_dataset_without_metadata_is_refused(tmp_path, capsys):
@@ -64,7 +67,13 @@ def test_unknown_arch_and_bad_values_name_the_field(data, tmp_path, capsys):
     assert "arch='vit' is not a known architecture; valid: conv3d, cnn_rnn" in capsys.readouterr().err
     assert run(["--data", data["regression"], "--workdir", str(tmp_path), "--arch", "cnn_rnn",
                 "--set", "rnn=transformer"]) == 2
-    assert "rnn='transformer' is invalid: expected lstm | gru" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "arch_options.rnn='transformer' is invalid: expected lstm | gru" in err
+    assert "`rnn` is now `arch_options.rnn`" in err  # the old spelling still reaches the option, with a line
+    assert run(["--data", data["regression"], "--workdir", str(tmp_path), "--arch", "conv3d",
+                "--set", "arch_options.rnn=gru"]) == 2
+    assert ("arch_options ['rnn'] are not options of conv3d; it takes: filters (default (16, 32, 64)), "
+            "units (default 128)") in capsys.readouterr().err
     assert run(["--data", data["regression"], "--workdir", str(tmp_path), "--arch", "conv3d",
                 "--batch-size", "64"]) == 2
     assert "batch_size=64 is larger than the 8 windows" in capsys.readouterr().err
@@ -97,8 +106,8 @@ def test_mixed_precision_keeps_float32_outputs(data, tmp_path):
     import tensorflow as tf
     from trainer.config import TrainConfig
     from trainer.train import train
-    cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), arch="temporal_pooling",
-                      epochs=1, batch_size=4, mixed_precision=True, filters=(4,), units=8).validate()
+    cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), mixed_precision=True,
+                      **smoke("temporal_pooling", filters=(4,))).validate()
     lines = []
     result = train(cfg, log=lines.append)
     # Where the CPU has no bf16 units the run falls back to float32 and says so.
@@ -121,7 +130,7 @@ def test_pretrained_imagenet_without_network_fails_clearly(data, tmp_path):
                http_proxy=closed, HTTP_PROXY=closed, no_proxy="", NO_PROXY="")
     cmd = [sys.executable, "-m", "clipforge.cli", "train", "--data", data["regression"],
            "--workdir", str(tmp_path / "w"), "--arch", "pretrained_2p5d", "--set",
-           "backbone_weights=imagenet", "--batch-size", "4"]
+           "arch_options.backbone_weights=imagenet", "--batch-size", "4"]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "backbone_weights=imagenet needs the ImageNet weights of MobileNetV3Small" in proc.stderr
@@ -193,8 +202,7 @@ def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path):
     from trainer.config import TrainConfig
     from trainer.heads import build_model
     from trainer.train import train, warm_start
-    cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), arch="frames_as_channels",
-                      epochs=1, batch_size=4, filters=(4,), units=8).validate()
+    cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), **smoke("frames_as_channels", filters=(4,))).validate()
     source = os.path.join(train(cfg, log=lambda line: None).export_dir, KERAS_FILE)
     meta = DatasetMetadata.load(data["regression"])
     fresh, lines = build_model(meta, cfg), []
@@ -204,7 +212,7 @@ def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path):
     for a, b in zip(fresh.get_weights(), keras.saving.load_model(source).get_weights()):
         np.testing.assert_array_equal(a, b)
     assert lines == [f"warm-started from {source}"]
-    other = build_model(meta, TrainConfig(data="d", workdir="w", arch="conv3d", filters=(4,), units=8))
+    other = build_model(meta, TrainConfig(data="d", workdir="w", **smoke("conv3d", filters=(4,))).validate())
     with pytest.raises(ConfigError, match="warm_start=.*does not fit conv3d_regression"):
         warm_start(other, source, lines.append)
 
@@ -228,8 +236,7 @@ def test_failed_export_leaves_the_previous_export_intact(data, tmp_path):
     from trainer.export import export_model
     from trainer.heads import build_model
     meta = DatasetMetadata.load(data["regression"])
-    model = build_model(meta, TrainConfig(data="d", workdir="w", arch="frames_as_channels",
-                                          filters=(4,), units=8))
+    model = build_model(meta, TrainConfig(data="d", workdir="w", **smoke("frames_as_channels", filters=(4,))).validate())
     target = str(tmp_path / "export")
     export_model(model, meta, data["regression"], target, {"run": 1})
     before = {f: open(os.path.join(target, f), "rb").read()

@@ -9,10 +9,10 @@ import pytest
 
 from tests.datasets import make_dataset
 from tests.runs import backup_epoch, kill_after_backup
+from trainer.config import smoke_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--arch", "conv3d", "--batch-size", "4", "--set", "filters=4,8", "--set", "units=8",
-        "--set", "early_stopping_patience=0"]
+TINY = ["--arch", "conv3d", "--batch-size", "4", *smoke_flags("conv3d")]
 # Larger than every file training writes for TINY (the 70 kB backup and best-weights .h5),
 # smaller than the export's saved_model.pb (137 kB): the export is the first write to fail.
 FILE_SIZE_LIMIT = 100_000

@@ -118,8 +118,14 @@ def test_config_precedence_and_field_errors(tmp_path):
     yaml_file.write_text("arch: conv3d\nepochs: 3\nrnn: gru\nfilters: [8, 16]\nlearning-rate: 0.01\n")
     cfg = load_config({"data": "d", "workdir": "w", "epochs": 5, "batch_size": None},
                       str(yaml_file), ["learning_rate=0.5", "freeze_backbone=true"])
-    assert (cfg.epochs, cfg.rnn, cfg.filters, cfg.learning_rate) == (5, "gru", (8, 16), 0.5)
-    assert cfg.batch_size == 32 and cfg.freeze_backbone is True
+    # the old top-level knobs reach arch_options; those conv3d does not take are ignored, as before
+    assert (cfg.epochs, cfg.arch_options, cfg.learning_rate) == (5, {"filters": (8, 16), "units": 128}, 0.5)
+    assert cfg.batch_size == 32
+    yaml_file.write_text("arch: cnn_rnn\narch_options: {rnn: gru, filters: [8]}\n")
+    cfg = load_config({"data": "d", "workdir": "w"}, str(yaml_file), ["arch_options.units=16"])
+    assert cfg.arch_options == {"filters": (8,), "units": 16, "rnn": "gru"}
+    with pytest.raises(ConfigError, match=r"arch_options \['pooling'\] are not options of cnn_rnn; it takes: filters"):
+        load_config({"data": "d", "workdir": "w", "arch": "cnn_rnn"}, None, ["arch_options.pooling=max"])
     with pytest.raises(ConfigError, match=r"rnn='transformer'.*lstm \| gru"):
         load_config({"data": "d", "workdir": "w", "arch": "cnn_rnn"}, None, ["rnn=transformer"])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['rnn_type'\]"):

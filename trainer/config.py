@@ -4,16 +4,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from typing import Any, Mapping, Optional
 
 from schemas.configs import ConfigError, from_mapping, load_yaml, parse_overrides
 from schemas.tasks import NAMES, TASKS, task_of
-from trainer.archs import ARCHS, check_arch_name
+from trainer.archs import check_arch_name, check_arch_options
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 LOSSES = {name: row.losses for name, row in TASKS.items()}
 AUGMENTATIONS = ("crop", "flip", "jitter", "brightness")
-BACKBONES = ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "InceptionV3")
+# The knobs that were TrainConfig fields before each architecture declared its own: `--set rnn=gru`
+# and YAML `rnn: gru` still work, with a line saying to write arch_options.rnn.
+LEGACY_ARCH_KEYS = ("filters", "units", "rnn", "attention_heads", "pooling", "backbone", "backbone_weights",
+                    "freeze_backbone", "temporal")
 
 
 @dataclasses.dataclass
@@ -48,16 +52,10 @@ class TrainConfig:
       augment: auto | none | comma list of crop, flip, jitter, brightness. auto is crop,jitter
         for regression/classification and none for next_frame (flip can change what a label
         means, e.g. left/right, so it is never on by default).
-      filters: conv filters per stage of the per-frame / 3D CNNs.
-      units: width of the recurrent / dense feature layer.
+      arch_options: the architecture's hyperparameters, {knob: value}: the keyword arguments of its
+        build_backbone (trainer/archs/<arch>.py), e.g. {rnn: gru, filters: [8, 16]}; `clipforge
+        train --list-archs` shows each one's knobs and defaults. Checked against the builder.
       dropout: dropout before the task head.
-      rnn: cnn_rnn, cnn_rnn_attention: lstm | gru.
-      attention_heads: cnn_rnn_attention: heads of the temporal self-attention.
-      pooling: temporal_pooling: avg | max over time.
-      backbone: pretrained_2p5d: MobileNetV3Small | EfficientNetB0 | ResNet50 | InceptionV3.
-      backbone_weights: pretrained_2p5d: imagenet | none | PATH to a weights file.
-      freeze_backbone: pretrained_2p5d: keep the backbone's weights fixed.
-      temporal: pretrained_2p5d: conv3d | gru over the per-frame backbone features.
       collective_timeout: multiworker: seconds a collective op waits for the other workers before
         the run fails (a dead or preempted peer); 0 leaves TensorFlow's default (no limit).
       warm_start: a .keras or .weights.h5 file of the same architecture and window spec to start
@@ -91,16 +89,8 @@ class TrainConfig:
     ssim_weight: float = 0.0
     class_weights: str = "none"
     augment: str = "auto"
-    filters: tuple[int, ...] = (16, 32, 64)
-    units: int = 128
+    arch_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     dropout: float = 0.2
-    rnn: str = "lstm"
-    attention_heads: int = 2
-    pooling: str = "avg"
-    backbone: str = "MobileNetV3Small"
-    backbone_weights: str = "imagenet"
-    freeze_backbone: bool = False
-    temporal: str = "conv3d"
     collective_timeout: float = 0.0
     warm_start: str = ""
     clip_frames: int = 0
@@ -126,18 +116,10 @@ class TrainConfig:
         _need(self.class_weights in ("none", "balanced"), "class_weights", self.class_weights,
               "none | balanced")
         self.augmentations(NAMES[0])  # checks the names
-        _need(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "filters", self.filters,
-              "a non-empty list of integers >= 1, e.g. 16,32,64")
-        _need(self.units >= 1, "units", self.units, "an integer >= 1")
+        _need(isinstance(self.arch_options, dict), "arch_options", self.arch_options,
+              "a mapping of the architecture's knobs, e.g. {rnn: gru}")
+        self.arch_options = check_arch_options(self.arch, self.arch_options)
         _need(0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
-        _need(self.rnn in ("lstm", "gru"), "rnn", self.rnn, "lstm | gru")
-        _need(self.attention_heads >= 1, "attention_heads", self.attention_heads, "an integer >= 1")
-        _need(self.pooling in ("avg", "max"), "pooling", self.pooling, "avg | max")
-        _need(self.backbone in BACKBONES, "backbone", self.backbone, " | ".join(BACKBONES))
-        _need(self.temporal in ("conv3d", "gru"), "temporal", self.temporal, "conv3d | gru")
-        weights = self.backbone_weights
-        _need(weights in ("imagenet", "none") or os.path.isfile(weights), "backbone_weights", weights,
-              "imagenet | none | the path of an existing weights file")
         _need(self.collective_timeout >= 0, "collective_timeout", self.collective_timeout,
               "a number of seconds >= 0 (0: no limit)")
         _need(not self.warm_start or (os.path.isfile(self.warm_start) and self.warm_start.endswith(
@@ -193,21 +175,47 @@ class TrainConfig:
               "no jitter for next_frame datasets (the target frames must follow the window)")
         return names
 
-    def arch_options(self) -> dict[str, Any]:
-        """The fields that shape the chosen architecture (for the model card)."""
-        return {k: _plain(getattr(self, k)) for k in ARCHS[self.arch].options}
-
     def to_dict(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
+# The smoke configuration: tiny widths and one epoch, for tests and benchmarks that need a real but
+# quick training (flax's `_ResNet1`, big_vision's `runlocal`). Knobs an architecture does not take
+# are left out for it.
+SMOKE_ARCH_OPTIONS = {"filters": (4, 8), "units": 8, "attention_heads": 1, "backbone_weights": "none"}
+SMOKE = {"epochs": 1, "batch_size": 4, "early_stopping_patience": 0}
+
+
+def smoke(arch: str, **arch_options) -> dict[str, Any]:
+    """TrainConfig fields of the smoke configuration for ARCH (ARCH_OPTIONS override its knobs)."""
+    from trainer.archs import arch_defaults
+    takes = arch_defaults(arch)
+    return {**SMOKE, "arch": arch,
+            "arch_options": {k: v for k, v in {**SMOKE_ARCH_OPTIONS, **arch_options}.items() if k in takes}}
+
+
+def smoke_flags(arch: str) -> list[str]:
+    """The smoke configuration's widths as `clipforge train` --set flags (epochs and batch size are the caller's)."""
+    sets = [f"arch_options.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in smoke(arch)["arch_options"].items()] + ["early_stopping_patience=0"]
+    return [a for s in sets for a in ("--set", s)]
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 
 def _need(ok: bool, field: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"train config: {field}={value!r} is invalid: expected {expected}")
+
+
+def _knobs_of(arch: Any) -> Optional[set[str]]:
+    """The arch_options ARCH takes, or None when ARCH is not (yet) a known name."""
+    from trainer.archs import ARCHS, arch_defaults
+    return set(arch_defaults(arch)) if isinstance(arch, str) and arch in ARCHS else None
 
 
 def load_config(flags: Mapping[str, Any], config_file: Optional[str] = None,
@@ -230,4 +238,19 @@ def load_config(flags: Mapping[str, Any], config_file: Optional[str] = None,
         values.update(load_yaml(config_file))
     values.update({k: v for k, v in flags.items() if v is not None})
     values.update(parse_overrides(overrides or []))
+    arch = dict(values.get("arch_options") or {}) if isinstance(values.get("arch_options") or {}, dict) \
+        else values["arch_options"]
+    takes = _knobs_of(values.get("arch"))
+    for key in [k for k in values if k in LEGACY_ARCH_KEYS or k.startswith("arch_options.")]:
+        knob = key.split(".", 1)[1] if key.startswith("arch_options.") else key
+        value = values.pop(key)
+        if key in LEGACY_ARCH_KEYS:
+            if takes is not None and key not in takes:  # as before: a knob of another architecture is ignored
+                print(f"train config: `{key}` is not an option of {values['arch']}; ignored", file=sys.stderr)
+                continue
+            print(f"train config: `{key}` is now `arch_options.{key}` (YAML arch_options: {{{key}: ...}}, "
+                  f"--set arch_options.{key}=...); the old spelling still works for now", file=sys.stderr)
+        arch[knob] = value
+    if arch or "arch_options" in values:
+        values["arch_options"] = arch
     return from_mapping(TrainConfig, values, where="train config").validate()

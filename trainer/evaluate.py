@@ -13,8 +13,8 @@ import numpy as np
 from schemas import export as ex
 from schemas import features as fk
 from schemas.codec import RecordCodec
-from schemas.metadata import DatasetMetadata, MissingMetadataError
-from schemas.spec import SpecError
+from schemas.errors import SetupError, exits
+from schemas.metadata import DatasetMetadata
 from schemas.tasks import task_of
 from trainer import metrics as mt
 from trainer.video_metrics import AGGREGATES, check_aggregate
@@ -27,8 +27,9 @@ MODEL_SPEC_FIELDS = ("frames", "fps", "height", "width", "channels")
 TARGET_FIELDS = ("task", "outputs", "classes", "horizon")
 
 
-class EvaluationError(RuntimeError):
-    """A set-up or data problem that stops evaluation; the message says what to fix."""
+class EvaluationError(SetupError, RuntimeError):
+    """A set-up problem that stops evaluation (model and data do not fit, a missing split): exit 2.
+    Data that cannot be read is a ShardError (the work failed: exit 1)."""
 
 
 def check_specs(model_meta: DatasetMetadata, data_meta: DatasetMetadata) -> list[str]:
@@ -159,6 +160,8 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
       EvaluationError, MissingMetadataError, SpecError: a wrong set-up, with one clear message.
     """
     import tensorflow as tf
+
+    from trainer.input import ShardError
     model_meta, card = ex.load_export_metadata(model_dir)
     try:
         check_aggregate(model_meta.target.task, aggregate)
@@ -189,11 +192,12 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
             _check_prediction(pred, len(ids), data_meta)
             videos.update(ids)
             acc.update({**{k: v.numpy() for k, v in batch.items() if k != fk.VIDEO_ID}, fk.VIDEO_ID: ids}, pred)
-    except tf.errors.OpError as e:
-        raise EvaluationError(f"reading split {split!r} of {data_dir} failed: {e.message}") from None
+    except tf.errors.OpError as e:  # a damaged shard: the data, not the set-up, failed
+        raise ShardError(f"reading split {split!r} of {data_dir} failed: {e.message}; "
+                         f"run `clipforge validate {data_dir}`") from None
     if acc.windows == 0:
-        raise EvaluationError(f"split {split!r} of {data_dir} holds no records although metadata.json lists "
-                              f"{data_meta.num_windows(split)}; run `clipforge validate {data_dir}`")
+        raise ShardError(f"split {split!r} of {data_dir} holds no records although metadata.json lists "
+                         f"{data_meta.num_windows(split)}; run `clipforge validate {data_dir}`")
     metrics = {"task": t.task, "split": split, "windows": acc.windows, "videos": len(videos),
                "nonfinite_windows": acc.nonfinite,
                "status": "nonfinite_predictions" if acc.nonfinite else "ok",
@@ -257,19 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits("clipforge evaluate")
 def run(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `clipforge evaluate`; returns 0, 1 when the model gave non-finite outputs, 2 on set-up errors."""
+    """Entry point of `clipforge evaluate`; returns 0, 1 when the model gave non-finite outputs or the data
+    could not be read, 2 on set-up errors (schemas/errors.py)."""
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.top_k < 1:
-        print("clipforge evaluate: error: --batch-size and --top-k must be >= 1", file=sys.stderr)
-        return 2
+        raise SetupError("--batch-size and --top-k must be >= 1")
+    metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k,
+                                             args.aggregate)
     try:
-        metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k,
-                                                 args.aggregate)
         os.makedirs(args.output, exist_ok=True)
-    except (EvaluationError, MissingMetadataError, SpecError, OSError) as e:
-        print(f"clipforge evaluate: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise SetupError(f"--output {args.output} cannot be created: {e.strerror}") from None
     path = os.path.join(args.output, METRICS_FILE)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(to_json_safe(metrics), f, indent=2)

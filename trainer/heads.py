@@ -29,7 +29,7 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
 
     Args:
       meta: the dataset metadata (window spec, target spec, stats).
-      cfg: the TrainConfig (arch, its options, dropout).
+      cfg: the TrainConfig (arch, arch_options, dropout).
 
     Returns:
       A keras.Model from uint8 frames [batch, T, H, W, C] to the float32 prediction:
@@ -57,7 +57,7 @@ def build_model(meta: DatasetMetadata, cfg) -> keras.Model:
     mean = [float(m) for m in stats["pixel_mean"]]
     standardized = layers.Rescaling([1.0 / s for s in std], [-m / s for m, s in zip(mean, std)],
                                     name="standardize")(seen)
-    backbone = build_backbone(cfg.arch, clip, cfg)
+    backbone = build_backbone(cfg.arch, clip, cfg.arch_options)
     features = backbone(pixels if ARCHS[cfg.arch].takes_pixels else standardized)
     # float32 so the exported embedding has one dtype whatever the precision policy.
     features = layers.Identity(dtype="float32", name=EMBEDDING_LAYER)(features)

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from schemas.configs import ConfigError
-from schemas.metadata import DatasetMetadata, MissingMetadataError
-from schemas.spec import SpecError
-from trainer import TrainerError, cpu
-from trainer.archs import ARCHS
+from schemas.errors import exits
+from schemas.metadata import DatasetMetadata
+from trainer import cpu
+from trainer.archs import ARCHS, arch_defaults
 from trainer.config import STRATEGIES, TrainConfig
 
 # The flags that map one-to-one onto TrainConfig fields (dashes become underscores).
@@ -48,30 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of weights, shuffles and augmentation (default 0)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of config keys")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set rnn=gru --set filters=8,16 (repeatable)")
-    p.add_argument("--list-archs", action="store_true", help="print the architecture names and exit")
+                   help="override one config key, e.g. --set epochs=5 --set arch_options.rnn=gru "
+                        "--set arch_options.filters=8,16 (repeatable)")
+    p.add_argument("--list-archs", action="store_true", help="print the architecture names with their arch_options and defaults, and exit")
     return p
 
 
+@exits("clipforge train")
 def run(argv: list[str]) -> int:
     """Runs `clipforge train` with `argv`; returns the exit code (0 ok, 1 failed run, 2 bad setup)."""
     args = build_parser().parse_args(argv)
-    if args.list_archs:
-        print("\n".join(ARCHS))
+    if args.list_archs:  # each name, then its knobs (arch_options) with their defaults
+        for name in ARCHS:
+            knobs = " ".join(f"{k}={v!r}" for k, v in arch_defaults(name).items())
+            print(f"{name:<20} {knobs}")
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from trainer.config import load_config
-        cfg = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, args.config, args.overrides)
-        DatasetMetadata.load(cfg.data)  # a wrong --data fails here, before TensorFlow starts
-        cpu.choose(cfg.arch)  # before trainer.train imports TensorFlow
-        from trainer.train import train
-        result = train(cfg)
-    except (ConfigError, SpecError, MissingMetadataError) as e:
-        print(f"clipforge train: error: {e}", file=sys.stderr)
-        return 2
-    except TrainerError as e:
-        print(f"clipforge train: failed: {e}", file=sys.stderr)
-        return 1
+    from trainer.config import load_config
+    cfg = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, args.config, args.overrides)
+    DatasetMetadata.load(cfg.data)  # a wrong --data fails here, before TensorFlow starts
+    cpu.choose(cfg.arch)  # before trainer.train imports TensorFlow
+    from trainer.train import train
+    result = train(cfg)
     print(result.summary(), flush=True)
     return 0

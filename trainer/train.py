@@ -297,7 +297,7 @@ def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResu
     k = cfg.clip_length(frames)
     return {
         "architecture": cfg.arch,
-        "arch_config": cfg.arch_options(),
+        "arch_config": cfg.to_dict()["arch_options"],
         "task": meta.target.task,
         "target": meta.target.to_dict(),
         "parameters": result.parameters,

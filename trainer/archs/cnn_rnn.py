@@ -5,6 +5,9 @@ from keras import layers
 
 from trainer.archs.blocks import backbone_model, dense_features, frame_cnn, per_frame, window_input
 
+# The values an option may take (read by trainer/archs/__init__.py without importing this module).
+CHOICES = {"rnn": ("lstm", "gru")}
+
 
 def recurrent_layer(kind: str, units: int, name: str, return_sequences: bool = False):
     """An LSTM or GRU layer (`kind`: lstm | gru)."""
@@ -12,17 +15,19 @@ def recurrent_layer(kind: str, units: int, name: str, return_sequences: bool = F
     return cls(units, return_sequences=return_sequences, name=name)
 
 
-def build_backbone(window_shape, cfg):
+def build_backbone(window_shape, *, filters=(16, 32, 64), units=128, rnn="lstm"):
     """Builds the cnn_rnn backbone.
 
     Args:
       window_shape: (T, H, W, C).
-      cfg: TrainConfig; reads filters, units and rnn (lstm | gru).
+      filters: conv filters per stage of the per-frame CNN.
+      units: width of the recurrent layer and the features.
+      rnn: lstm | gru.
 
     Returns:
       keras.Model from float frames [batch, T, H, W, C] to features [batch, units].
     """
     inputs = window_input(window_shape)
-    seq = per_frame(inputs, frame_cnn(window_shape[1:], cfg.filters))  # [batch, T, F]
-    x = recurrent_layer(cfg.rnn, cfg.units, name=f"temporal_{cfg.rnn}")(seq)
-    return backbone_model(inputs, dense_features(x, cfg.units), "cnn_rnn")
+    seq = per_frame(inputs, frame_cnn(window_shape[1:], filters))  # [batch, T, F]
+    x = recurrent_layer(rnn, units, name=f"temporal_{rnn}")(seq)
+    return backbone_model(inputs, dense_features(x, units), "cnn_rnn")

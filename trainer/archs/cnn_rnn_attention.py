@@ -11,6 +11,9 @@ from keras import layers
 from trainer.archs.blocks import backbone_model, dense_features, frame_cnn, per_frame, window_input
 from trainer.archs.cnn_rnn import recurrent_layer
 
+# The values an option may take (read by trainer/archs/__init__.py without importing this module).
+CHOICES = {"rnn": ("lstm", "gru")}
+
 
 def attention_pool(seq, units: int, name: str = "attention"):
     """Additive attention pooling over time: [batch, T, F] -> [batch, F].
@@ -24,23 +27,26 @@ def attention_pool(seq, units: int, name: str = "attention"):
     return layers.Flatten(name=f"{name}_flatten")(pooled)
 
 
-def build_backbone(window_shape, cfg):
+def build_backbone(window_shape, *, filters=(16, 32, 64), units=128, rnn="lstm", attention_heads=2):
     """Builds the cnn_rnn_attention backbone.
 
     Args:
       window_shape: (T, H, W, C).
-      cfg: TrainConfig; reads filters, units, rnn and attention_heads.
+      filters: conv filters per stage of the per-frame CNN.
+      units: width of the recurrent layer, the attention and the features.
+      rnn: lstm | gru.
+      attention_heads: heads of the temporal self-attention.
 
     Returns:
       keras.Model from float frames [batch, T, H, W, C] to features [batch, units].
     """
     inputs = window_input(window_shape)
-    seq = per_frame(inputs, frame_cnn(window_shape[1:], cfg.filters))
-    seq = recurrent_layer(cfg.rnn, cfg.units, name=f"temporal_{cfg.rnn}", return_sequences=True)(seq)
-    heads = cfg.attention_heads
-    attended = layers.MultiHeadAttention(heads, key_dim=max(1, cfg.units // heads),
+    seq = per_frame(inputs, frame_cnn(window_shape[1:], filters))
+    seq = recurrent_layer(rnn, units, name=f"temporal_{rnn}", return_sequences=True)(seq)
+    heads = attention_heads
+    attended = layers.MultiHeadAttention(heads, key_dim=max(1, units // heads),
                                          name="temporal_self_attention")(seq, seq)
     seq = layers.Add(name="attention_residual")([seq, attended])
     seq = layers.LayerNormalization(name="attention_norm")(seq)
-    x = attention_pool(seq, cfg.units)
-    return backbone_model(inputs, dense_features(x, cfg.units), "cnn_rnn_attention")
+    x = attention_pool(seq, units)
+    return backbone_model(inputs, dense_features(x, units), "cnn_rnn_attention")

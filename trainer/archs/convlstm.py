@@ -6,20 +6,21 @@ from keras import layers
 from trainer.archs.blocks import backbone_model, dense_features, halve, window_input
 
 
-def build_backbone(window_shape, cfg):
+def build_backbone(window_shape, *, filters=(16, 32, 64), units=128):
     """Builds the convlstm backbone.
 
     Args:
       window_shape: (T, H, W, C).
-      cfg: TrainConfig; reads filters (one ConvLSTM2D per entry) and units.
+      filters: one ConvLSTM2D per entry, with that many filters.
+      units: width of the features.
 
     Returns:
       keras.Model from float frames [batch, T, H, W, C] to features [batch, units].
     """
     inputs = window_input(window_shape)
     x = inputs
-    last = len(cfg.filters) - 1
-    for i, filters in enumerate(cfg.filters):
+    last = len(filters) - 1
+    for i, filters in enumerate(filters):
         # Every layer but the last hands the whole sequence on; the last summarises the window.
         x = layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=i < last,
                               name=f"convlstm{i}")(x)
@@ -29,4 +30,4 @@ def build_backbone(window_shape, cfg):
             x = layers.MaxPooling3D((1, halve(x.shape[2]), halve(x.shape[3])), padding="same",
                                     name=f"convlstm{i}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="convlstm_gap")(x)
-    return backbone_model(inputs, dense_features(x, cfg.units), "convlstm")
+    return backbone_model(inputs, dense_features(x, units), "convlstm")

@@ -16,6 +16,10 @@ from keras import layers
 from trainer import TrainerError
 from trainer.archs.blocks import backbone_model, dense_features, per_frame, window_input
 
+# The values an option may take (read by trainer/archs/__init__.py without importing this module).
+CHOICES = {"backbone": ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "InceptionV3"),
+           "temporal": ("conv3d", "gru"), "backbone_weights": ("imagenet", "none", "<file>")}
+
 # name -> (keras.applications module, constructor name, smallest side the network accepts)
 BACKBONES = {
     "MobileNetV3Small": ("mobilenet_v3", "MobileNetV3Small", 32),
@@ -74,36 +78,42 @@ def _application(name: str, input_shape, weights, pooling):
             f"which are not in the Keras cache ({_keras_models_dir()}) and could not be "
             f"downloaded: {reason}. Either run once where the network is reachable (the weights are "
             f"then cached), copy the weights file into that folder, pass "
-            f"--set backbone_weights=PATH to a weights file, or train from scratch with "
-            f"--set backbone_weights=none.") from None
+            f"--set arch_options.backbone_weights=PATH to a weights file, or train from scratch with "
+            f"--set arch_options.backbone_weights=none.") from None
     finally:
         socket.setdefaulttimeout(previous)
 
 
-def _frame_model(frame_shape, cfg) -> keras.Model:
+def _frame_model(frame_shape, backbone: str, backbone_weights: str, freeze_backbone: bool,
+                 temporal: str) -> keras.Model:
     """The per-frame network: resize if too small, preprocess, backbone."""
     h, w, _ = frame_shape
-    min_side = BACKBONES[cfg.backbone][2]
+    min_side = BACKBONES[backbone][2]
     inputs = keras.Input((h, w, 3), name="rgb_frame")
     x = inputs
     if min(h, w) < min_side:
         scale = min_side / min(h, w)
         h, w = math.ceil(h * scale), math.ceil(w * scale)
         x = layers.Resizing(h, w, name="upsize_to_backbone_minimum")(x)
-    x = BackbonePreprocess(cfg.backbone, name="backbone_preprocess")(x)
-    weights = None if cfg.backbone_weights == "none" else cfg.backbone_weights
-    pooling = "avg" if cfg.temporal == "gru" else None
-    app = _application(cfg.backbone, (h, w, 3), weights, pooling)
-    app.trainable = not cfg.freeze_backbone
-    return keras.Model(inputs, app(x), name=f"{cfg.backbone.lower()}_per_frame")
+    x = BackbonePreprocess(backbone, name="backbone_preprocess")(x)
+    weights = None if backbone_weights == "none" else backbone_weights
+    pooling = "avg" if temporal == "gru" else None
+    app = _application(backbone, (h, w, 3), weights, pooling)
+    app.trainable = not freeze_backbone
+    return keras.Model(inputs, app(x), name=f"{backbone.lower()}_per_frame")
 
 
-def build_backbone(window_shape, cfg):
+def build_backbone(window_shape, *, units=128, backbone="MobileNetV3Small", backbone_weights="imagenet", freeze_backbone=False,
+                   temporal="conv3d"):
     """Builds the pretrained_2p5d backbone. It takes 0..255 pixels (see ArchEntry.takes_pixels).
 
     Args:
       window_shape: (T, H, W, C).
-      cfg: TrainConfig; reads backbone, backbone_weights, freeze_backbone, temporal and units.
+      units: width of the temporal layer and the features.
+      backbone: a keras.applications network (BACKBONES).
+      backbone_weights: imagenet | none | the path of a weights file.
+      freeze_backbone: keep the backbone's weights fixed.
+      temporal: conv3d | gru over the per-frame backbone features.
 
     Returns:
       keras.Model from float pixels [batch, T, H, W, C] to features [batch, units].
@@ -117,14 +127,15 @@ def build_backbone(window_shape, cfg):
     x = inputs
     if c == 1:  # ImageNet backbones want 3 channels; repeating gray keeps the pretrained filters useful
         x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
-    x = per_frame(x, _frame_model((h, w, 3), cfg), name="per_frame_backbone")
-    if cfg.temporal == "gru":
-        x = layers.GRU(cfg.units, name="temporal_gru")(x)  # x: [batch, T, F]
+    x = per_frame(x, _frame_model((h, w, 3), backbone, backbone_weights, freeze_backbone, temporal),
+                  name="per_frame_backbone")
+    if temporal == "gru":
+        x = layers.GRU(units, name="temporal_gru")(x)  # x: [batch, T, F]
     else:
         # A 3x1x1 kernel: the backbone already did the spatial work; this mixes 3 frames.
-        x = layers.Conv3D(cfg.units, (3, 1, 1), padding="same", use_bias=False,
+        x = layers.Conv3D(units, (3, 1, 1), padding="same", use_bias=False,
                           name="temporal_conv3d")(x)
         x = layers.BatchNormalization(synchronized=True, name="temporal_conv3d_bn")(x)
         x = layers.Activation("relu", name="temporal_conv3d_relu")(x)
         x = layers.GlobalAveragePooling3D(name="temporal_gap")(x)
-    return backbone_model(inputs, dense_features(x, cfg.units), "pretrained_2p5d")
+    return backbone_model(inputs, dense_features(x, units), "pretrained_2p5d")

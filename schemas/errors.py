@@ -1,0 +1,48 @@
+"""The root of every clipforge error, and the one place that turns an error into an exit status.
+
+The contract of every subcommand: 0 ok, 1 the work failed, 2 a wrong set-up (flags, config, paths,
+a missing tool), found before any work where it can be. Each error class says which it is.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, Optional
+
+
+class ClipforgeError(Exception):
+    """Every clipforge error derives from this.
+
+    Attributes:
+      exit_code: the status a subcommand exits with when this error ends it (1: the work failed).
+      label: the word between the program and the message on stderr ("error", "failed", ...), or
+        "" for none.
+    """
+
+    exit_code = 1
+    label = "error"
+
+
+class SetupError(ClipforgeError):
+    """A wrong set-up (a flag, a config value, a path, a missing tool): exit status 2."""
+
+    exit_code = 2
+
+
+def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorates a subcommand's `run(argv) -> int`: a ClipforgeError it raises is printed on one line
+    (`PROG: LABEL: message`, no traceback) and becomes the error's exit status.
+
+    Args:
+      prog: the program name shown, e.g. "clipforge ingest".
+    """
+    def wrap(run: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(run)
+        def wrapped(argv: Optional[list[str]] = None, *args, **kwargs) -> int:
+            try:
+                return run(argv, *args, **kwargs)
+            except ClipforgeError as e:
+                print(f"{prog}: {e.label}: {e}" if e.label else f"{prog}: {e}", file=sys.stderr)
+                return e.exit_code
+        return wrapped
+    return wrap
