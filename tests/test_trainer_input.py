@@ -163,3 +163,21 @@ def test_cached_input_gives_every_window_once_per_epoch_reshuffled(root):
     assert not np.array_equal(epochs[1], epochs[2])  # the cached split is reshuffled each epoch
     again = input_dataset(d, meta, "train", 4, training=True, seed=3, cache=True)
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in again]), epochs[0])
+
+
+def test_arch_knobs_are_read_from_the_builders_without_tensorflow():
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    code = ("import sys; from trainer.archs import arch_defaults, check_arch_options; "
+            "print(arch_defaults('cnn_rnn'), check_arch_options('pretrained_2p5d', {'temporal': 'gru'})['temporal'], "
+            "'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}).stdout.split()
+    assert out[-2:] == ["gru", "False"]  # checked, and TensorFlow never started
+    assert "'rnn':" in " ".join(out) and "'lstm'}" in " ".join(out)
+    from trainer.archs import _source_knobs
+    from trainer.archs.pretrained_2p5d import BACKBONES
+    assert _source_knobs("pretrained_2p5d")[1]["backbone"] == tuple(BACKBONES)  # one list of backbones
