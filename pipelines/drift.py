@@ -223,22 +223,22 @@ def write_reference(rows: list[dict], directory: str, split: str = "train") -> s
     return write_json(reference(rows, split), directory, DRIFT_REFERENCE_FILE)
 
 
-def load_reference(directory: str) -> Optional[dict]:
-    """DIRECTORY/drift_reference.json (a dataset or an export), or None when it has none."""
-    path = _join(directory, DRIFT_REFERENCE_FILE)
+def _load_json(directory: str, name: str) -> Optional[dict]:
+    path = _join(directory, name)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as f:
         return json.loads(f.read())
+
+
+def load_reference(directory: str) -> Optional[dict]:
+    """DIRECTORY/drift_reference.json (a dataset or an export), or None when it has none."""
+    return _load_json(directory, DRIFT_REFERENCE_FILE)
 
 
 def load_drift(directory: str) -> Optional[dict]:
     """DIRECTORY/drift.json, or None when there is none."""
-    path = _join(directory, DRIFT_FILE)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as f:
-        return json.loads(f.read())
+    return _load_json(directory, DRIFT_FILE)
 
 
 def dataset_lines(directory: str) -> list[str]:

@@ -7,7 +7,7 @@ round-trip tests check it against tf.io.parse_single_example.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -95,23 +95,26 @@ def _fields(buf: memoryview):
             raise ValueError(f"unsupported wire type {wire}")
 
 
-def parse_example(data: bytes) -> dict[str, list]:
-    """Parses a serialized Example into {key: list of bytes | float | int}."""
-    out: dict[str, list] = {}
+def _entries(data: bytes) -> Iterator[tuple[str, memoryview]]:
+    """(key, serialized Feature) of every entry of a serialized Example's feature map."""
     for num, _, features in _fields(memoryview(data)):
         if num != 1:
             continue
         for fnum, _, entry in _fields(features):
             if fnum != 1:
                 continue
-            key, value = None, b""
+            key, value = None, memoryview(b"")
             for enum, _, payload in _fields(entry):
                 if enum == 1:
                     key = bytes(payload).decode("utf-8")
                 elif enum == 2:
                     value = payload
-            out[key] = _parse_feature(memoryview(value))
-    return out
+            yield key, value
+
+
+def parse_example(data: bytes) -> dict[str, list]:
+    """Parses a serialized Example into {key: list of bytes | float | int}."""
+    return {key: _parse_feature(memoryview(value)) for key, value in _entries(data)}
 
 
 def _parse_feature(buf: memoryview) -> list:
@@ -140,18 +143,4 @@ def _parse_feature(buf: memoryview) -> list:
 def replace_features(data: bytes, features: Mapping[str, bytes]) -> bytes:
     """A serialized Example with some features replaced (or added): {key: encoded Feature}; the
     others are kept byte for byte, so the result equals serializing the new feature set."""
-    entries: dict[str, bytes] = {}
-    for num, _, block in _fields(memoryview(data)):
-        if num != 1:
-            continue
-        for fnum, _, entry in _fields(block):
-            if fnum != 1:
-                continue
-            key, value = None, b""
-            for enum, _, payload in _fields(entry):
-                if enum == 1:
-                    key = bytes(payload).decode("utf-8")
-                elif enum == 2:
-                    value = bytes(payload)
-            entries[key] = value
-    return serialize_example({**entries, **features})
+    return serialize_example({**{key: bytes(value) for key, value in _entries(data)}, **features})
