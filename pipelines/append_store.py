@@ -17,15 +17,12 @@ import io
 import json
 import os
 import shutil
-import socket
-import uuid
 from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from pipelines import output as out_dir
-from pipelines.config import SetupError
 from pipelines.drift import DRIFT_FILE, DRIFT_REFERENCE_FILE
 from pipelines.manifest import MANIFEST_FILE, write_manifest
 from schemas.example_proto import parse_example
@@ -66,14 +63,7 @@ def stage_local(final: str, keep_out: set[str]) -> out_dir.Staging:
     Raises:
       SetupError: the parent is not writable.
     """
-    parent, name = os.path.dirname(final), os.path.basename(final)
-    work = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        os.mkdir(work)
-        with open(work + out_dir.OWNER_SUFFIX, "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
-    except OSError as e:
-        raise SetupError(f"--output {final} is not writable: {e.strerror} ({e.filename})") from None
+    work = out_dir.new_staging_dir(final, final)
     for d, _, files in os.walk(final):
         for f in files:
             src = os.path.join(d, f)

@@ -72,8 +72,18 @@ def prepare_output(output: str, overwrite: bool) -> Staging:
         raise SetupError(f"--output {output} is a file, not a directory")
     if os.path.exists(final) and not overwrite:
         raise SetupError(f"--output {output} already exists; pass --overwrite to replace it, or choose a new path")
+    remove_abandoned(os.path.dirname(final), os.path.basename(final))
+    return Staging(final, new_staging_dir(final, output))
+
+
+def new_staging_dir(final: str, shown: str) -> str:
+    """Creates the hidden sibling `.NAME.tmp-xxxxxxxx` of FINAL and its owner file (host, pid), which
+    lets the next run for FINAL remove it if this one is killed (`remove_abandoned`).
+
+    Raises:
+      SetupError: the parent is not writable (named as --output SHOWN).
+    """
     parent = os.path.dirname(final)
-    remove_abandoned(parent, os.path.basename(final))
     work = os.path.join(parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         os.makedirs(parent, exist_ok=True)
@@ -81,8 +91,8 @@ def prepare_output(output: str, overwrite: bool) -> Staging:
         with open(work + OWNER_SUFFIX, "w") as f:
             json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
     except OSError as e:
-        raise SetupError(f"--output {output} is not writable: {e.strerror} ({e.filename})") from None
-    return Staging(final, work)
+        raise SetupError(f"--output {shown} is not writable: {e.strerror} ({e.filename})") from None
+    return work
 
 
 def _owner_gone(owner_file: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional
 
 from schemas.configs import ConfigError, from_mapping, load_yaml, parse_overrides
 from schemas.tasks import NAMES, TASKS, task_of
-from trainer.archs import check_arch_name, check_arch_options
+from trainer.archs import ARCHS, arch_defaults, check_arch_name, check_arch_options
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 LOSSES = {name: row.losses for name, row in TASKS.items()}
@@ -188,7 +188,6 @@ SMOKE = {"epochs": 1, "batch_size": 4, "early_stopping_patience": 0}
 
 def smoke(arch: str, **arch_options) -> dict[str, Any]:
     """TrainConfig fields of the smoke configuration for ARCH (ARCH_OPTIONS override its knobs)."""
-    from trainer.archs import arch_defaults
     takes = arch_defaults(arch)
     return {**SMOKE, "arch": arch,
             "arch_options": {k: v for k, v in {**SMOKE_ARCH_OPTIONS, **arch_options}.items() if k in takes}}
@@ -214,7 +213,6 @@ def _need(ok: bool, field: str, value: Any, expected: str) -> None:
 
 def _knobs_of(arch: Any) -> Optional[set[str]]:
     """The arch_options ARCH takes, or None when ARCH is not (yet) a known name."""
-    from trainer.archs import ARCHS, arch_defaults
     return set(arch_defaults(arch)) if isinstance(arch, str) and arch in ARCHS else None
 
 
@@ -238,9 +236,10 @@ def load_config(flags: Mapping[str, Any], config_file: Optional[str] = None,
         values.update(load_yaml(config_file))
     values.update({k: v for k, v in flags.items() if v is not None})
     values.update(parse_overrides(overrides or []))
-    arch = dict(values.get("arch_options") or {}) if isinstance(values.get("arch_options") or {}, dict) \
-        else values["arch_options"]
-    takes = _knobs_of(values.get("arch"))
+    arch = values.get("arch_options") or {}
+    if not isinstance(arch, dict):  # validate() refuses it, naming the field
+        return from_mapping(TrainConfig, values, where="train config").validate()
+    arch, takes = dict(arch), _knobs_of(values.get("arch"))
     for key in [k for k in values if k in LEGACY_ARCH_KEYS or k.startswith("arch_options.")]:
         knob = key.split(".", 1)[1] if key.startswith("arch_options.") else key
         value = values.pop(key)
