@@ -138,8 +138,8 @@ def _ingest(cfg: RetrainConfig, log) -> tuple[str, int]:
     from pipelines.config import parse_config
     argv = to_argv({k: v for k, v in cfg.ingest.items() if k != "keep_missing"})
     keep = ["--keep-missing"] if cfg.ingest.get("keep_missing") else []
-    fp = ingest.dataset_fingerprint(argv)
     config, _ = parse_config([*argv, "--output", "unused"])
+    fp = ingest.dataset_fingerprint(config)
     data = os.path.join(cfg.root, "datasets", append.config_key(config))
     if os.path.exists(os.path.join(data, METADATA_FILE)):
         with open(os.path.join(data, METADATA_FILE), encoding="utf-8") as f:

@@ -25,11 +25,13 @@ from pipelines.manifest import MANIFEST_FILE, STATS_COLUMNS, ManifestRow, comple
 from pipelines.retarget import Retargeter, candidates
 from pipelines.stats import DatasetStats, VideoSummary
 from pipelines.transforms import DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteShards
+from schemas.logs import get_logger
 from schemas.metadata import DEAD_LETTER_FILE, DatasetMetadata, MissingMetadataError
 
 # Dead letters found while listing: every run finds them afresh, so old rows of these kinds are dropped.
 LISTING_KINDS = ("duplicate_video_id", "missing_file", "not_in_split_lists", "duplicate_content")
 MAY_CHANGE = ("labels",)  # settings an append may change (besides NON_DATA_FIELDS)
+log = get_logger(__name__)
 ROWS_FILE = "rows.pickle"  # in the scratch directory: the decoded videos' manifest rows and dead letters
 
 
@@ -146,24 +148,25 @@ def _write_rows(_, rows, dead, *shards, path: str):
 
 
 def decode_new(plan: ingest.IngestPlan, options, refs: list[VideoRef], work: str, generation: int,
-               num_shards: dict[str, int]) -> tuple[list[dict], list]:
+               num_shards: dict[str, int], pipeline=None) -> tuple[list[dict], list]:
     """Runs the ingest stages over REFS only, writing generation-named shards under WORK.
 
     Returns:
       (manifest row values of the decoded videos, their DeadLetters).
     """
     path = f"{store.scratch_dir(work, generation)}/{ROWS_FILE}"
-    with create_pipeline(options) as p:
-        made = (p | "ReadVideos" >> ReadVideos(refs)
-                | "MakeRecords" >> MakeRecords(plan.job, plan.decoder.describe()))
-        shards = made["records"] | "WriteShards" >> WriteShards(work, num_shards, plan.config.compression,
-                                                               generation)
-        rows = ((made[SUMMARY] | "OkRows" >> beam.Map(summary_row),
-                 made[DEAD_LETTER] | "DeadRows" >> beam.Map(dead_row)) | "ManifestRows" >> beam.Flatten())
-        _ = (p | "Once" >> beam.Create([None])
-             | "WriteRows" >> beam.FlatMap(_write_rows, beam.pvalue.AsList(rows),
-                                           beam.pvalue.AsList(made[DEAD_LETTER]),
-                                           *[beam.pvalue.AsList(s) for s in shards.values()], path=path))
+    p = pipeline if pipeline is not None else create_pipeline(options)
+    made = (p | "ReadVideos" >> ReadVideos(refs)
+            | "MakeRecords" >> MakeRecords(plan.job, plan.decoder.describe()))
+    shards = made["records"] | "WriteShards" >> WriteShards(work, num_shards, plan.config.compression,
+                                                           generation)
+    rows = ((made[SUMMARY] | "OkRows" >> beam.Map(summary_row),
+             made[DEAD_LETTER] | "DeadRows" >> beam.Map(dead_row)) | "ManifestRows" >> beam.Flatten())
+    _ = (p | "Once" >> beam.Create([None])
+         | "WriteRows" >> beam.FlatMap(_write_rows, beam.pvalue.AsList(rows),
+                                       beam.pvalue.AsList(made[DEAD_LETTER]),
+                                       *[beam.pvalue.AsList(s) for s in shards.values()], path=path))
+    p.run().wait_until_finish()
     done = pickle.loads(store.read_bytes(path))
     return done["rows"], done["dead"]
 
@@ -318,8 +321,11 @@ def decoded_last(directory: str) -> int:
     return sum(1 for r in rows if r.get("generation") == meta.generation)
 
 
-def run(config: IngestConfig, options, start: float) -> int:
-    """`clipforge ingest --append`; returns 0 (set-up errors are raised before any work: ingest.run maps them)."""
+def append(config: IngestConfig, options, start: float, pipeline=None) -> DatasetMetadata:
+    """`clipforge ingest --append` (called by `ingest.ingest`); returns the merged dataset's metadata.
+
+    Set-up errors are raised before any work. PIPELINE, when given, runs the decode of the new videos.
+    """
     final = os.path.abspath(config.output) if is_local(config.output) else config.output.rstrip("/")
     if is_template_launch(options):
         raise SetupError("--append waits for its job to finish (it merges the dataset afterwards): "
@@ -363,7 +369,7 @@ def run(config: IngestConfig, options, start: float) -> int:
         refs = changes.to_decode
         num_shards = _shard_counts(plan, refs) if refs else {}
         if refs:
-            new_rows, new_dead = decode_new(plan, options, refs, staging.work, generation, num_shards)
+            new_rows, new_dead = decode_new(plan, options, refs, staging.work, generation, num_shards, pipeline)
         result = _merge(plan, meta, changes, new_rows, new_dead, affected, drop, staging, generation,
                         num_shards, retarget)
         # Drift: this run's decoded videos against the training split as it was before the run (loaded
@@ -379,5 +385,6 @@ def run(config: IngestConfig, options, start: float) -> int:
         if staging.local:
             out_dir.discard(staging)
         raise
-    print(summary(plan, changes, out_dir.load_metadata(final), time.time() - start))
-    return 0
+    meta = out_dir.load_metadata(final)
+    log.info(summary(plan, changes, meta, time.time() - start))
+    return meta

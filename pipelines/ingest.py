@@ -8,6 +8,7 @@ from typing import Optional
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import output as out_dir
 from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
@@ -25,12 +26,14 @@ from pipelines.records import DeadLetter, VideoJob
 from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
                                   WriteMetadata, WriteShards)
 from schemas.errors import exits
+from schemas.logs import get_logger
 from schemas.tasks import task_of
 from schemas.metadata import DatasetMetadata
 
 # Probing a few videos before the run estimates the corpus length for automatic shard counts.
 SHARD_SAMPLE = 8
 ASSUMED_BYTES_PER_SECOND = 250_000  # ~2 Mbit/s, when no sample can be probed (remote inputs)
+log = get_logger(__name__)
 
 
 @dataclasses.dataclass
@@ -166,8 +169,8 @@ def _label_text(labels, target) -> Optional[str]:
     return ",".join(f"{v:g}" for v in labels.values[0])
 
 
-def dataset_fingerprint(argv: list[str]) -> str:
-    """The fingerprint ingest would write for these flags, without running it.
+def dataset_fingerprint(config: IngestConfig) -> str:
+    """The fingerprint ingest would write for this config, without running it.
 
     It hashes the input videos (paths, sizes, mtimes), the labels file and the settings that
     shape the data (not those in config.NON_DATA_FIELDS, such as --output), so callers can reuse a
@@ -176,7 +179,6 @@ def dataset_fingerprint(argv: list[str]) -> str:
     Raises:
       ConfigError, SetupError: as `run` would report them.
     """
-    config, _ = parse_config(argv if "--output" in argv else [*argv, "--output", "unused"])
     refs, _ = list_videos(config.input, config.frame_folders)
     return fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files)
 
@@ -227,25 +229,52 @@ def summary(plan: IngestPlan, meta: DatasetMetadata, seconds: float) -> str:
     return "\n".join(lines)
 
 
-@exits("clipforge ingest")
-def run(argv: list[str]) -> int:
-    """Entry point of `clipforge ingest`; returns the exit status (schemas/errors.py: 2 for a wrong set-up)."""
+def ingest(config: IngestConfig, pipeline: Optional[beam.Pipeline] = None,
+           options: Optional[PipelineOptions] = None) -> Optional[DatasetMetadata]:
+    """Runs one ingest (an append when `config.append`) and returns the finished dataset's metadata.
+
+    The library entry point of the stage (seqio's `run_pipeline` shape): `clipforge ingest`, retrain
+    and the demo call it with a typed config.
+
+    Args:
+      config: a checked IngestConfig (`parse_config`, or `from_mapping(IngestConfig, ...)`).
+      pipeline: a Pipeline to build the job into and run, e.g. `TestPipeline(runner=local_runner())`;
+        by default one is created from `options`.
+      options: Beam options for the default pipeline (`pipeline_options(flags)`); the local runner
+        when None.
+
+    Returns:
+      The dataset's metadata, or None for a Flex Template launch (the job runs later, on Dataflow).
+
+    Raises:
+      SetupError: a wrong set-up, found before any work; ClipforgeError: the work failed.
+    """
     start = time.time()
-    config, beam_args = parse_config(argv)
-    options = pipeline_options(beam_args)
+    options = options if options is not None else (pipeline.options if pipeline is not None
+                                                    else pipeline_options([]))
     if config.append:
         from pipelines import append
-        return append.run(config, options, start)
+        return append.append(config, options, start, pipeline)
     plan = prepare(config)
     try:
-        with create_pipeline(options) as p:
-            build_pipeline(p, plan)
-        if is_template_launch(options):  # a Flex Template launch: the job runs later, on Dataflow
-            print(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
-            return 0
+        p = pipeline if pipeline is not None else create_pipeline(options)
+        build_pipeline(p, plan)
+        p.run().wait_until_finish()
+        if is_template_launch(options):
+            log.info(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
+            return None
         out_dir.publish(plan.staging)
     except BaseException:
         out_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
         raise
-    print(summary(plan, out_dir.load_metadata(plan.staging.final), time.time() - start))
+    meta = out_dir.load_metadata(plan.staging.final)
+    log.info(summary(plan, meta, time.time() - start))
+    return meta
+
+
+@exits("clipforge ingest")
+def run(argv: list[str]) -> int:
+    """Entry point of `clipforge ingest`; returns the exit status (schemas/errors.py: 2 for a wrong set-up)."""
+    config, beam_args = parse_config(argv)
+    ingest(config, options=pipeline_options(beam_args))
     return 0

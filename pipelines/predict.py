@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import os
 import time
 from typing import Any, Iterable, Sequence
@@ -31,10 +30,6 @@ from schemas.errors import exits
 from schemas.measures import frame_psnr as psnr  # noqa: F401 - the one PSNR, also evaluate's
 from schemas.spec import TargetSpec
 from schemas.tasks import task_of
-
-# Beam's RunInference warns on every batch when its optional ModelManager cannot be imported,
-# though it only loses a memory metric; keep the log readable.
-logging.getLogger().addFilter(lambda r: "Resource module is not available" not in r.getMessage())
 
 WINDOWS_DIR = "windows"      # OUTPUT/windows/part-*.parquet: one row per window
 VIDEOS_FILE = "videos.parquet"  # OUTPUT/videos.parquet: one row per video

@@ -30,7 +30,8 @@ class SetupError(ClipforgeError):
 
 
 def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorates a subcommand's `run(argv) -> int`: a ClipforgeError it raises is printed on one line
+    """Decorates a subcommand's `run(argv) -> int`: clipforge's log is shown on the console
+    (schemas/logs.py), and a ClipforgeError it raises is printed on one line
     (`PROG: LABEL: message`, no traceback) and becomes the error's exit status.
 
     Args:
@@ -39,6 +40,8 @@ def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     def wrap(run: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(run)
         def wrapped(argv: Optional[list[str]] = None, *args, **kwargs) -> int:
+            from schemas.logs import console
+            console()
             try:
                 return run(argv, *args, **kwargs)
             except ClipforgeError as e:
