@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
-import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -14,6 +14,7 @@ from schemas import export as ex
 from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.errors import SetupError, exits
+from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from schemas.tasks import task_of
 from trainer import metrics as mt
@@ -25,6 +26,7 @@ REPORT_FILE = "report.html"
 # exist and how they are stored, so a mismatch there is reported but not refused.
 MODEL_SPEC_FIELDS = ("frames", "fps", "height", "width", "channels")
 TARGET_FIELDS = ("task", "outputs", "classes", "horizon")
+log = get_logger(__name__)
 
 
 class EvaluationError(SetupError, RuntimeError):
@@ -102,8 +104,8 @@ def _check_prediction(pred: np.ndarray, batch: int, meta: DatasetMetadata) -> No
                               f"a {t.task} model on this spec must give {list(want)}")
 
 
-def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int = 32,
-             top_k: int = 2, aggregate: str = "mean") -> tuple[dict, Any, dict, DatasetMetadata]:
+def score(model_dir: str, data_dir: str, split: str = "test", batch_size: int = 32,
+          top_k: int = 2, aggregate: str = "mean") -> tuple[dict, Any, dict, DatasetMetadata]:
     """Scores an export on a dataset split against the task's baselines, per window and per video.
 
     `aggregate` (mean | max | vote, as the task row allows: vote for classification) is how a video's windows
@@ -169,7 +171,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", batch_size: int
         raise EvaluationError(f"--{e.args[0]}") from None
     data_meta = DatasetMetadata.load(data_dir)
     for note in check_specs(model_meta, data_meta):
-        print(note, file=sys.stderr)
+        log.warning(note)
     ds = _split_dataset(data_dir, data_meta, split, batch_size)
     _, fn = _load_serving_fn(model_dir, data_meta.spec)
     t = data_meta.target
@@ -261,31 +263,73 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation: an export scored on a split of a dataset (the flags of `clipforge evaluate`).
+
+    Attributes:
+      model: the export directory written by `clipforge train`.
+      data: the dataset directory written by `clipforge ingest`.
+      output: where metrics.json (and report.html) go; None writes nothing.
+      split, batch_size, top_k, aggregate: as the flags; report: write report.html too.
+    """
+
+    model: str
+    data: str
+    output: Optional[str] = None
+    split: str = "test"
+    batch_size: int = 32
+    top_k: int = 2
+    aggregate: str = "mean"
+    report: bool = True
+
+    def check(self) -> "EvaluateConfig":
+        if self.batch_size < 1 or self.top_k < 1:
+            raise SetupError("--batch-size and --top-k must be >= 1")
+        return self
+
+
+def evaluate(config: EvaluateConfig) -> dict:
+    """Scores `config.model` on `config.split` of `config.data`; writes metrics.json (NaN/inf as null)
+    and report.html under `config.output` when it is set, and returns the metrics (see `score`).
+
+    The library entry point of the stage: `clipforge evaluate`, retrain and the demo call it.
+
+    Raises:
+      EvaluationError: model and data do not fit (set-up); ShardError: the data could not be read.
+    """
+    config.check()
+    metrics, acc, card, data_meta = score(config.model, config.data, config.split, config.batch_size,
+                                          config.top_k, config.aggregate)
+    if config.output is None:
+        return metrics
+    try:
+        os.makedirs(config.output, exist_ok=True)
+    except OSError as e:
+        raise SetupError(f"--output {config.output} cannot be created: {e.strerror}") from None
+    path = os.path.join(config.output, METRICS_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(to_json_safe(metrics), f, indent=2)
+    log.info(f"{metrics['task']} on split {config.split!r}: {metrics['windows']} windows from "
+             f"{metrics['videos']} videos")
+    log.info("\n".join(summary_lines(metrics)))
+    log.info(f"metrics: {path}")
+    if config.report:
+        from trainer import report
+        log.info(f"report:  {report.write_report(os.path.join(config.output, REPORT_FILE), metrics, acc, card, data_meta)}")
+    return metrics
+
+
 @exits("clipforge evaluate")
 def run(argv: Optional[list[str]] = None) -> int:
     """Entry point of `clipforge evaluate`; returns 0, 1 when the model gave non-finite outputs or the data
     could not be read, 2 on set-up errors (schemas/errors.py)."""
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.top_k < 1:
-        raise SetupError("--batch-size and --top-k must be >= 1")
-    metrics, acc, card, data_meta = evaluate(args.model, args.data, args.split, args.batch_size, args.top_k,
-                                             args.aggregate)
-    try:
-        os.makedirs(args.output, exist_ok=True)
-    except OSError as e:
-        raise SetupError(f"--output {args.output} cannot be created: {e.strerror}") from None
-    path = os.path.join(args.output, METRICS_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(to_json_safe(metrics), f, indent=2)
-    print(f"{metrics['task']} on split {args.split!r}: {metrics['windows']} windows from {metrics['videos']} videos")
-    print("\n".join(summary_lines(metrics)))
-    print(f"metrics: {path}")
-    if not args.no_report:
-        from trainer import report
-        print(f"report:  {report.write_report(os.path.join(args.output, REPORT_FILE), metrics, acc, card, data_meta)}")
+    metrics = evaluate(EvaluateConfig(args.model, args.data, args.output, args.split, args.batch_size,
+                                      args.top_k, args.aggregate, not args.no_report))
     if metrics["nonfinite_windows"]:
-        print(f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
-              f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in {path}",
-              file=sys.stderr)
+        log.error(f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
+                  f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in "
+                  f"{os.path.join(args.output, METRICS_FILE)}")
         return 1
     return 0
