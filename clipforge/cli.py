@@ -13,7 +13,7 @@ COMMANDS = {
     "train": ("trainer.main", "train an architecture on an ingested dataset and export a SavedModel"),
     "evaluate": ("trainer.evaluate", "metrics.json + report.html for an export on a dataset split"),
     "predict": ("pipelines.predict", "run an exported model over new videos into Parquet (Beam)"),
-    "validate": ("pipelines.validate", "check every shard of a dataset against its metadata.json"),
+    "validate": ("clipforge.validate", "check every shard of a dataset against its metadata.json"),
     "demo": ("clipforge.demo", "synthetic corpus -> ingest -> train -> evaluate, in one command"),
     "retrain": ("clipforge.retrain", "scheduled ingest + train + evaluate + promotion gate"),
 }
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if name in USES_TENSORFLOW:
         from trainer import cpu
         cpu.choose(_exported_arch(argv[1:]))  # before TensorFlow starts: it reads them once
+    from schemas.logs import console
+    console()  # before the stage's imports: Beam logs its known noise while it loads
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.run(argv[1:]) or 0)
 

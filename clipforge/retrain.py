@@ -15,7 +15,7 @@ from clipforge import promotion
 # The gate and the blessed pointer live in promotion.py; these names stay importable from here.
 from clipforge.promotion import (HISTORY_FILE, PRIMARY_METRIC, PromoteConfig, PromotionRefused,  # noqa: F401
                                  blessed_path, current_blessed, gate, promote)
-from pipelines.process import owner_gone
+from schemas.dirs import owner_gone
 from schemas.configs import ConfigError, from_mapping, load_yaml
 from schemas.errors import ClipforgeError, exits
 from schemas.metadata import METADATA_FILE
@@ -134,8 +134,9 @@ def _ingest(cfg: RetrainConfig, log) -> tuple[str, int]:
     Returns:
       (the dataset directory, how many videos this run decoded).
     """
-    from pipelines import append, ingest
-    from pipelines.config import parse_config
+    from pipelines.ingest import append
+    from pipelines import ingest
+    from pipelines.ingest.config import parse_config
     argv = to_argv({k: v for k, v in cfg.ingest.items() if k != "keep_missing"})
     keep = ["--keep-missing"] if cfg.ingest.get("keep_missing") else []
     config, _ = parse_config([*argv, "--output", "unused"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipelines.probe import (DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError, VideoInfo,
                              file_arg, header_info)
-from pipelines.process import ToolProcess
+from pipelines.subprocess_guard import ToolProcess
 from schemas.spec import WindowSpec
 
 from pipelines.decoder import Decoder, default_decoder, resolve

@@ -15,16 +15,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from pipelines import drift
-from pipelines import output as out_dir
-from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
-from pipelines.config import SetupError
+from pipelines import staging as out_dir
+from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from schemas.errors import SetupError
 from pipelines.decoder import DECODERS, default_decoder, resolve
 from pipelines.inputs import list_videos, split_duplicates
 from pipelines.predict_report import anomaly_scores
 from pipelines.probe import ProbeLimits
-from pipelines.records import VideoWindow
+from pipelines.predict_windows import VideoWindow
 from pipelines.signals import combine as signals_row
-from pipelines.transforms import DEAD_LETTER, SIGNALS, WINDOW, DecodeWindows, ReadVideos, WriteDeadLetter
+from pipelines.sources import DEAD_LETTER, SIGNALS, WINDOW, ReadVideos
+from pipelines.predict_windows import DecodeWindows
+from pipelines.dead_letters import WriteDeadLetter
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE, load_export_metadata
 from schemas.errors import exits
 from schemas.measures import frame_psnr as psnr  # noqa: F401 - the one PSNR, also evaluate's

@@ -10,7 +10,7 @@ from fractions import Fraction
 from typing import Optional
 
 from pipelines.decoder import Decoder, default_decoder, resolve
-from pipelines.process import ToolProcess, run_tool
+from pipelines.subprocess_guard import ToolProcess, run_tool
 from schemas.errors import ClipforgeError
 
 # Only the file protocol: whatever a file refers to, ffmpeg cannot open a network connection

@@ -10,10 +10,8 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from pipelines.inputs import VideoRef
-from pipelines.leakage import merge_signatures
 from pipelines.probe import DEFAULT_FORMATS, PROTOCOL_WHITELIST, file_arg
-from pipelines.process import run_tool
-from pipelines.stats import VideoSummary
+from pipelines.subprocess_guard import run_tool
 from schemas.spec import WindowSpec
 
 # Seconds decoded before each segment's first frame and dropped by the fps filter: a seek that
@@ -227,20 +225,3 @@ def boundary_problem(index: int, start: int, tail_before: tuple[int, str], head:
             "ingest it with --segment-seconds 0")
 
 
-def merge_summaries(parts: list[VideoSummary]) -> VideoSummary:
-    """One video's summary from its segments' (in segment order): counts and sums add up."""
-    def add(name):
-        vals = [getattr(p, name) for p in parts if getattr(p, name)]
-        return tuple(sum(v) for v in zip(*vals)) if vals else ()
-
-    first = parts[0]
-    return VideoSummary(
-        video_id=first.video_id, split=first.split, windows=sum(p.windows for p in parts),
-        frames_decoded=sum(p.frames_decoded for p in parts),
-        unlabelled_windows=sum(p.unlabelled_windows for p in parts),
-        padded_windows=sum(p.padded_windows for p in parts),
-        partial=next((p.partial for p in parts if p.partial), ""), pixel_count=sum(p.pixel_count for p in parts),
-        pixel_sum=add("pixel_sum"), pixel_sumsq=add("pixel_sumsq"), target_sum=add("target_sum"),
-        target_sumsq=add("target_sumsq"), class_hist=add("class_hist"), path=first.path,
-        facts=next((p.facts for p in parts if p.facts), {}), sha256=next((p.sha256 for p in parts if p.sha256), ""),
-        signature=merge_signatures(p.signature for p in parts), signals=add("signals"))

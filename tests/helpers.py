@@ -39,7 +39,7 @@ def ingest(*argv: str) -> tuple[int, str]:
 
 def validate_run(directory: str) -> tuple[int, str, str]:
     """Runs `clipforge validate DIRECTORY` in-process; returns (exit status, stdout, stderr)."""
-    from pipelines import validate
+    from clipforge import validate
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = validate.run([directory])
@@ -78,7 +78,8 @@ def process_video(ref, job, scratch_dir: str):
       (split, serialized record) per window as it fills; then one VideoSummary (the video wrote
       records) or one DeadLetter (it wrote none).
     """
-    from pipelines.records import DeadLetter, SegmentResult, finish_video, plan_video, process_segment
+    from pipelines.dead_letters import DeadLetter
+    from pipelines.ingest.engine import SegmentResult, finish_video, plan_video, process_segment
     planned = list(plan_video(ref, job))
     if planned and isinstance(planned[0], DeadLetter):
         yield planned[0]

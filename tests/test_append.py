@@ -11,7 +11,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import validate
+from clipforge import validate
 from pipelines.ingest import run
 from schemas.metadata import DatasetMetadata
 from tests import videos

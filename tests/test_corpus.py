@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.ingest import run
 from pipelines.inputs import list_videos
-from pipelines.split import split_of
+from pipelines.ingest.split import split_of
 from schemas.metadata import DatasetMetadata
 from tests import videos
 from tests.helpers import read_dataset

@@ -7,9 +7,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.beam_options import create_pipeline
+from pipelines.runners.options import create_pipeline
 from pipelines.inputs import VideoRef
-from pipelines.records import VideoJob, plan_video
+from pipelines.ingest.engine import VideoJob, plan_video
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from tests import videos

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.decode import FrameStream, ffmpeg_args
 from pipelines.probe import VideoError, probe_args, probe_video
-from pipelines.process import STDERR_TAIL_BYTES, ToolProcess, run_tool
+from pipelines.subprocess_guard import STDERR_TAIL_BYTES, ToolProcess, run_tool
 from schemas.spec import WindowSpec
 from tests import videos
 from tests.helpers import decode_all

@@ -390,7 +390,7 @@ def test_retrain_cronjob():
 
 def test_retrain_yaml_is_a_valid_retrain_config():
     from clipforge import retrain as retrain_module
-    from pipelines.config import parse_config
+    from pipelines.ingest.config import parse_config
     from schemas.configs import from_mapping
     config_map = resource("ConfigMap")
     (text,) = config_map["data"].values()

@@ -18,7 +18,7 @@ import pytest
 from pipelines.decode import FrameStream, ffmpeg_args
 from pipelines.inputs import list_videos
 from pipelines.probe import DEFAULT_FORMATS, ProbeLimits, VideoError, probe_args, probe_video
-from pipelines.process import ToolProcess, die_with_parent_prefix
+from pipelines.subprocess_guard import ToolProcess, die_with_parent_prefix
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata
 from schemas.spec import WindowSpec

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from pipelines.inputs import VideoRef
-from pipelines.records import DeadLetter, VideoJob
-from pipelines.stats import VideoSummary
+from pipelines.dead_letters import DeadLetter
+from pipelines.ingest.engine import VideoJob
+from pipelines.ingest.stats import VideoSummary
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import TargetSpec, WindowSpec
@@ -194,7 +195,7 @@ def test_killed_ingest_leaves_no_finished_dataset_and_no_orphan(corpus, plain):
 
 def test_ffmpeg_dies_with_a_killed_worker():
     """Even an ffmpeg that writes nothing to its pipe (so no broken pipe would stop it)."""
-    code = ("import time; from pipelines.process import ToolProcess; "
+    code = ("import time; from pipelines.subprocess_guard import ToolProcess; "
             "tp = ToolProcess(['ffmpeg', '-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', "
             "'testsrc=size=16x16:rate=10', '-f', 'null', '-'], timeout=None); "
             "print(tp.proc.pid, flush=True); time.sleep(60)")

@@ -3,9 +3,11 @@ import os
 
 import pytest
 
-from pipelines.config import SetupError
-from pipelines import output
-from pipelines.output import MAX_SHARD_BYTES, estimate_num_shards, prepare_output, publish
+from schemas.errors import SetupError
+from pipelines import staging as staging_dir
+from pipelines.ingest import dataset_dir as output
+from pipelines.ingest.dataset_dir import MAX_SHARD_BYTES, estimate_num_shards
+from pipelines.staging import prepare_output, publish
 from schemas.spec import WindowSpec
 from schemas import tfrecord
 from schemas.tfrecord import CorruptRecordError, write_records
@@ -83,6 +85,6 @@ def test_only_staging_of_a_dead_run_on_this_machine_is_removed(tmp_path):
     for name, owner in owners.items():
         (tmp_path / f".data.tmp-{name}").mkdir()
         (tmp_path / f".data.tmp-{name}.owner").write_text("{not json" if owner is None else json.dumps(owner))
-    assert output.remove_abandoned(str(tmp_path), "data") == [str(tmp_path / ".data.tmp-dead")]
+    assert staging_dir.remove_abandoned(str(tmp_path), "data") == [str(tmp_path / ".data.tmp-dead")]
     assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".owner")) == \
         [".data.tmp-elsewhere", ".data.tmp-live", ".data.tmp-unreadable"]

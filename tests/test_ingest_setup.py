@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipelines.config import parse_config
+from pipelines.ingest.config import parse_config
 from pipelines.ingest import run
 from schemas.metadata import DatasetMetadata
 from tests.helpers import unexplained_flags
@@ -100,7 +100,7 @@ def test_cli_bad_flag_value_exits_2(setup_dir, tmp_path):
 
 
 def test_help_explains_every_flag():
-    from pipelines.config import build_parser
+    from pipelines.ingest.config import build_parser
     res = cli("ingest", "--help")
     assert res.returncode == 0
     parser = build_parser()

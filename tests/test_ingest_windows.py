@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from pipelines.inputs import VideoRef
-from pipelines.labels import VideoLabels
-from pipelines.records import DeadLetter, VideoJob, video_windows
-from pipelines.split import assign_split, split_point
-from pipelines.stats import VideoSummary
+from pipelines.ingest.labels import VideoLabels
+from pipelines.dead_letters import DeadLetter
+from pipelines.ingest.engine import VideoJob
+from pipelines.predict_windows import video_windows
+from pipelines.ingest.split import assign_split, split_point
+from pipelines.ingest.stats import VideoSummary
 from pipelines.windows import count_windows, iter_windows
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec

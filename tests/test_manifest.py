@@ -11,11 +11,11 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import validate
+from clipforge import validate
 from pipelines.decoder import resolve
 from pipelines.ingest import run
-from pipelines.leakage import near_duplicate_sets, thumbnail
-from pipelines.manifest import COLUMNS
+from pipelines.ingest.leakage import near_duplicate_sets, thumbnail
+from pipelines.ingest.manifest import COLUMNS
 from pipelines.probe import VideoError, probe_video
 from schemas.metadata import DatasetMetadata
 from tests import videos

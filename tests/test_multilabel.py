@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import SetupError
-from pipelines.labels import check_training_classes, load_labels
+from schemas.errors import SetupError
+from pipelines.ingest.labels import check_training_classes, load_labels
 from pipelines.predict import video_schema, window_schema
 from schemas import features as fk
 from schemas.codec import RecordCodec, RecordError

@@ -147,7 +147,7 @@ def test_predict_applies_the_limits_the_model_was_ingested_with():
 def test_predict_splits_long_videos_into_segments_with_the_same_rows(corpus):
     """--segment-seconds spreads a video over workers; the rows equal those of whole decodes."""
     from pipelines.inputs import VideoRef
-    from pipelines.records import plan_decode
+    from pipelines.streams import plan_decode
     from schemas.export import load_export_metadata
     _, model = _train(corpus, "classification")
     meta, _ = load_export_metadata(model)

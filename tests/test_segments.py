@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from pipelines.inputs import VideoRef
-from pipelines.labels import VideoLabels
-from pipelines.records import SegmentResult, VideoJob, finish_video, plan_video, process_segment
+from pipelines.ingest.labels import VideoLabels
+from pipelines.ingest.engine import SegmentResult, VideoJob, finish_video, plan_video, process_segment
 from pipelines.segments import Segment, plan_segments
-from pipelines.stats import VideoSummary
+from pipelines.ingest.stats import VideoSummary
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
@@ -213,11 +213,13 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     from apache_beam.testing import test_pipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.beam_options import local_runner
+    from pipelines.runners.options import local_runner
     from pipelines.signals import VideoSignals
     from pipelines.probe import ProbeLimits
-    from pipelines.records import plan_decode, video_windows
-    from pipelines.transforms import DecodeWindows, ReadVideos
+    from pipelines.streams import plan_decode
+    from pipelines.predict_windows import video_windows
+    from pipelines.predict_windows import DecodeWindows
+    from pipelines.sources import ReadVideos
 
     def key(w):
         return w.video_id, w.start_frame, w.frames.tobytes(), w.next_frames.tobytes()
@@ -242,7 +244,9 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
 
 def test_a_failed_segment_is_dead_lettered_by_name(clips, tmp_path):
     from pipelines.probe import ProbeLimits
-    from pipelines.records import DeadLetter, plan_decode, video_windows
+    from pipelines.dead_letters import DeadLetter
+    from pipelines.streams import plan_decode
+    from pipelines.predict_windows import video_windows
     segments = list(plan_decode(ref(clips, "ffv1_10fps.mkv"), SPEC, 2, 60, ProbeLimits(), SEGMENT_SECONDS))
     gone = str(tmp_path / "gone.mkv")  # the file vanished between planning and decoding
     seg = dataclasses.replace(segments[3], ref=VideoRef(gone, "ffv1_10fps.mkv"))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from pipelines import ingest
-from pipelines.config import parse_config
+from pipelines.ingest.config import parse_config
 from pipelines.inputs import VideoRef
-from pipelines.labels import VideoLabels
-from pipelines.records import VideoJob
-from pipelines.stats import VideoSummary
+from pipelines.ingest.labels import VideoLabels
+from pipelines.ingest.engine import VideoJob
+from pipelines.ingest.stats import VideoSummary
 from pipelines.windows import iter_windows, padded_frames
 from schemas import example_proto as ex
 from schemas import features as fk

@@ -11,13 +11,15 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import ingest
-from pipelines.beam_options import local_runner
-from pipelines.config import parse_config
+from pipelines.runners.options import local_runner
+from pipelines.ingest.config import parse_config
 from pipelines.inputs import VideoRef
-from pipelines.output import publish
-from pipelines.records import DeadLetter, VideoJob
-from pipelines.stats import VideoSummary
-from pipelines.transforms import MakeRecords, WriteDeadLetter, WriteMetadata
+from pipelines.staging import publish
+from pipelines.dead_letters import DeadLetter
+from pipelines.ingest.engine import VideoJob
+from pipelines.ingest.stats import VideoSummary
+from pipelines.ingest.transforms import MakeRecords, WriteMetadata
+from pipelines.dead_letters import WriteDeadLetter
 from pipelines.windows import count_windows
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata

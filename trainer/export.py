@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from schemas import features as fk
 from schemas.codec import RecordCodec
+from schemas.dirs import swap_in
 from schemas.export import (DRIFT_REFERENCE_FILE, EMBED_SIGNATURE, EMBEDDING, EXAMPLES_INPUT, EXAMPLES_SIGNATURE,
                             FRAMES_INPUT, KERAS_FILE, MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE,
                             check_export_dir)
@@ -95,24 +96,11 @@ def export_model(model: keras.Model, meta: DatasetMetadata, data_dir: str, expor
 
 
 def _swap_in(new: str, target: str) -> None:
-    """Replaces directory `target` by `new`: rename the old one aside, rename the new in, delete.
-
-    Two renames on one file system: at every moment `target` is either the complete old export
-    or the complete new one (or, between the renames, briefly absent), never a mixture.
-    """
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=".export-old-", dir=os.path.dirname(os.path.abspath(target)))
-        os.rmdir(old)
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except OSError:
-        if old:
-            os.rename(old, target)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    """Replaces directory `target` by `new` (schemas/dirs.py `swap_in`), the old one set aside under a
+    hidden name beside it: at every moment `target` is the complete old export or the new one."""
+    old = tempfile.mkdtemp(prefix=".export-old-", dir=os.path.dirname(os.path.abspath(target)))
+    os.rmdir(old)
+    swap_in(new, target, old)
 
 
 def _jsonable(value):

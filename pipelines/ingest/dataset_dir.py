@@ -1,24 +1,16 @@
 """The dataset directory: staged beside OUTPUT, counted, described by metadata.json, swapped in."""
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
-import glob
 import json
 import math
 import os
 import shutil
-import socket
-import sys
-import uuid
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import SetupError
-from pipelines.process import owner_gone
-from pipelines.stats import DatasetStats
+from pipelines.ingest.stats import DatasetStats
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from schemas import tfrecord
@@ -26,135 +18,12 @@ from schemas import tfrecord
 SHARD_PREFIX = "part"
 PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then removed
 COPY_CHUNK = 8 << 20
-OWNER_SUFFIX = ".owner"  # beside a local staging dir: {"host", "pid"} of the run writing it
 MAX_SHARD_BYTES = 200 * 2 ** 20  # ceil(bytes / max) shards: each 100-200 MiB once a split passes 200
 # Stored bytes per decoded byte: rough guesses for natural video, only used to pick a shard count
 # when --num-shards is 0 (a factor of 2 off still gives 50-400 MiB shards). BENCHMARKS.md §4 measured
 # png 0.49 and jpeg q95 0.32 on gray mandelbrot frames, which compress unlike camera footage.
 STORED_RATIO = {"raw": 1.0, "png": 0.55, "jpeg": 0.15}
 GZIP_RATIO = {"raw": 0.6, "png": 0.98, "jpeg": 0.98}
-
-
-@dataclasses.dataclass(frozen=True)
-class Staging:
-    """Where a run writes (`work`) and where the finished dataset ends up (`final`).
-
-    Local outputs are written to a hidden sibling directory and renamed into place at the
-    end, so a reader never sees a half-written dataset and old and new shards never mix.
-    Remote outputs (gs://...) have no atomic rename: they are written in place, with
-    metadata.json last as the only mark of a finished dataset.
-    """
-
-    final: str
-    work: str
-
-    @property
-    def local(self) -> bool:
-        return FileSystems.get_scheme(self.final) is None
-
-
-def prepare_output(output: str, overwrite: bool) -> Staging:
-    """Checks OUTPUT and creates the staging directory (the writability test), before any work.
-
-    Raises:
-      SetupError: OUTPUT exists without --overwrite, is a file, or its parent is not writable.
-    """
-    if FileSystems.get_scheme(output) is not None:
-        root = output.rstrip("/")
-        old = [m.path for m in FileSystems.match([root + "/**"])[0].metadata_list]
-        if old and not overwrite:
-            raise SetupError(f"--output {output} is not empty; pass --overwrite to replace it")
-        if old:  # no atomic rename on object stores: the old dataset goes first, metadata.json with it
-            FileSystems.delete(sorted(old, key=lambda p: not p.endswith(METADATA_FILE)))
-        return Staging(root, root)
-    final = os.path.abspath(output)
-    if os.path.isfile(final):
-        raise SetupError(f"--output {output} is a file, not a directory")
-    if os.path.exists(final) and not overwrite:
-        raise SetupError(f"--output {output} already exists; pass --overwrite to replace it, or choose a new path")
-    remove_abandoned(os.path.dirname(final), os.path.basename(final))
-    return Staging(final, new_staging_dir(final, output))
-
-
-def new_staging_dir(final: str, shown: str) -> str:
-    """Creates the hidden sibling `.NAME.tmp-xxxxxxxx` of FINAL and its owner file (host, pid), which
-    lets the next run for FINAL remove it if this one is killed (`remove_abandoned`).
-
-    Raises:
-      SetupError: the parent is not writable (named as --output SHOWN).
-    """
-    parent = os.path.dirname(final)
-    work = os.path.join(parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        os.makedirs(parent, exist_ok=True)
-        os.mkdir(work)
-        with open(work + OWNER_SUFFIX, "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
-    except OSError as e:
-        raise SetupError(f"--output {shown} is not writable: {e.strerror} ({e.filename})") from None
-    return work
-
-
-def _owner_gone(owner_file: str) -> bool:
-    """Whether the run that wrote OWNER_FILE ran on this machine and is no longer running."""
-    try:
-        with open(owner_file) as f:
-            return owner_gone(json.load(f))
-    except (OSError, ValueError):
-        return False
-
-
-def remove_abandoned(parent: str, name: str) -> list[str]:
-    """Deletes the staging directories of earlier runs for PARENT/NAME that were killed.
-
-    A run killed outright (SIGKILL, out of memory, a lost machine) cannot clean up; its hidden
-    staging directory is recognised by the owner file beside it (host and pid) when the next
-    run for the same output starts on the same machine. Staging of live runs, of other machines
-    and without an owner file is left alone.
-    """
-    removed = []
-    final = os.path.join(parent, name)
-    for owner in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.tmp-*{OWNER_SUFFIX}")):
-        work = owner[:-len(OWNER_SUFFIX)]
-        if not os.path.exists(final) and os.path.isdir(f"{work}.old") and _owner_gone(owner):
-            # killed between publish's two renames: the finished new dataset, else the old one, goes back
-            done = os.path.exists(os.path.join(work, METADATA_FILE))
-            os.rename(work if done else f"{work}.old", final)
-            print(f"restored {final} from {work if done else work + '.old'}: a run was killed while "
-                  "publishing it", file=sys.stderr)
-    for owner in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.tmp-*{OWNER_SUFFIX}")):
-        if _owner_gone(owner):
-            work = owner[:-len(OWNER_SUFFIX)]
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(f"{work}.old", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.remove(owner)
-            print(f"removed {work}: staging left by a killed run", file=sys.stderr)
-            removed.append(work)
-    return removed
-
-
-def publish(staging: Staging) -> None:
-    """Moves the finished staging directory into place, replacing an old dataset if any."""
-    if not staging.local:
-        return
-    old = None
-    if os.path.exists(staging.final):
-        old = f"{staging.work}.old"
-        os.rename(staging.final, old)
-    os.rename(staging.work, staging.final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.remove(staging.work + OWNER_SUFFIX)
-
-
-def discard(staging: Staging) -> None:
-    """Removes a failed run's staging directory (never the final one of a remote output)."""
-    if staging.local:
-        shutil.rmtree(staging.work, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.remove(staging.work + OWNER_SUFFIX)
 
 
 def count_records(path: str, compression: str) -> int:

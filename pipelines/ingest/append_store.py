@@ -22,9 +22,10 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
-from pipelines import output as out_dir
+from pipelines import staging as staging_dir
+from pipelines.ingest import dataset_dir as out_dir
 from pipelines.drift import DRIFT_FILE, DRIFT_REFERENCE_FILE
-from pipelines.manifest import MANIFEST_FILE, write_manifest
+from pipelines.ingest.manifest import MANIFEST_FILE, write_manifest
 from schemas.example_proto import parse_example
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
 
@@ -53,17 +54,17 @@ def _exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def stage_local(final: str, keep_out: set[str]) -> out_dir.Staging:
+def stage_local(final: str, keep_out: set[str]) -> staging_dir.Staging:
     """A hidden sibling of FINAL holding hard links to its shards and copies of its other files,
     less the relative paths in KEEP_OUT (the metadata, manifest and dead letters are written anew).
 
     The owner file beside it lets the next run for FINAL remove it if this one is killed
-    (`output.remove_abandoned`). A file system without hard links gets copies.
+    (`pipelines.staging.remove_abandoned`). A file system without hard links gets copies.
 
     Raises:
       SetupError: the parent is not writable.
     """
-    work = out_dir.new_staging_dir(final, final)
+    work = staging_dir.new_staging_dir(final, final)
     for d, _, files in os.walk(final):
         for f in files:
             src = os.path.join(d, f)
@@ -78,7 +79,7 @@ def stage_local(final: str, keep_out: set[str]) -> out_dir.Staging:
                 os.link(src, dest)
             except OSError:
                 shutil.copy2(src, dest)
-    return out_dir.Staging(final, work)
+    return staging_dir.Staging(final, work)
 
 
 def read_records(path: str, compression: str):
@@ -160,7 +161,7 @@ def recover_remote(final: str, meta: DatasetMetadata) -> None:
         FileSystems.delete(stale)
 
 
-def commit(staging: out_dir.Staging, meta: DatasetMetadata, rows: list[dict], dead_lines: list[str],
+def commit(staging: staging_dir.Staging, meta: DatasetMetadata, rows: list[dict], dead_lines: list[str],
            side_files: Optional[dict[str, dict]] = None) -> None:
     """Writes the manifest, dead letters, SIDE_FILES ({file name: JSON data}, e.g. the drift files) and
     metadata.json of the new generation, then makes it the dataset."""
@@ -174,7 +175,7 @@ def commit(staging: out_dir.Staging, meta: DatasetMetadata, rows: list[dict], de
         shutil.rmtree(scratch_dir(staging.work, meta.generation), ignore_errors=True)
         out_dir.remove_beam_temp(staging.work)
         meta.write(staging.work)
-        out_dir.publish(staging)
+        staging_dir.publish(staging)
         return
     scratch = scratch_dir(staging.work, meta.generation)
     write_manifest(rows, scratch)

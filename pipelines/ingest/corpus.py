@@ -10,9 +10,9 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import SetupError
+from schemas.errors import SetupError
 from pipelines.inputs import VideoRef
-from pipelines.labels import LabelTable, VideoLabels, join_ids, normalize_id
+from pipelines.ingest.labels import LabelTable, VideoLabels, join_ids, normalize_id
 
 HASH_CHUNK = 1 << 20
 

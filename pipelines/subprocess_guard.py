@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,24 +43,6 @@ def die_with_parent_prefix() -> tuple[str, ...]:
     except (OSError, subprocess.SubprocessError):
         return ()
     return (exe, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
-
-
-def owner_gone(owner: dict) -> bool:
-    """Whether the process an owner record names ({"host", "pid"}, written by a run that holds a
-    directory or a lock) ran on this machine and is no longer running.
-
-    Another machine's process (a shared file system) cannot be checked, so it counts as alive;
-    a record without a usable pid counts as alive too.
-    """
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError, KeyError, TypeError):  # PermissionError: alive under another user
-        return False
-    return False
 
 
 class ToolProcess:

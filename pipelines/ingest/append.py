@@ -13,18 +13,22 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import append_store as store
+from pipelines.ingest import append_store as store
 from pipelines import drift
-from pipelines import ingest
-from pipelines import output as out_dir
-from pipelines.beam_options import create_pipeline, is_template_launch
-from pipelines.config import NON_DATA_FIELDS, SPLIT_NAMES, IngestConfig, SetupError
+from pipelines.ingest import job as ingest
+from pipelines import staging as staging_dir
+from pipelines.ingest import dataset_dir as out_dir
+from pipelines.runners.options import create_pipeline, is_template_launch
+from pipelines.ingest.config import NON_DATA_FIELDS, SPLIT_NAMES, IngestConfig
+from schemas.errors import SetupError
 from pipelines.inputs import VideoRef, is_local
-from pipelines.leakage import audit
-from pipelines.manifest import MANIFEST_FILE, STATS_COLUMNS, ManifestRow, complete_rows, dead_row, summary_row
-from pipelines.retarget import Retargeter, candidates
-from pipelines.stats import DatasetStats, VideoSummary
-from pipelines.transforms import DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteShards
+from pipelines.ingest.leakage import audit
+from pipelines.ingest.manifest import (MANIFEST_FILE, STATS_COLUMNS, ManifestRow, complete_rows, dead_row,
+                                       summary_row)
+from pipelines.ingest.retarget import Retargeter, candidates
+from pipelines.ingest.stats import DatasetStats, VideoSummary
+from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
+from pipelines.ingest.transforms import MakeRecords, WriteShards
 from schemas.logs import get_logger
 from schemas.metadata import DEAD_LETTER_FILE, DatasetMetadata, MissingMetadataError
 
@@ -42,7 +46,7 @@ class Changes:
     Attributes:
       new, changed: the new refs and the changed ones (bytes or label rows differ).
       relabelled: {video_id: old manifest row} of the changed ones whose bytes are the same.
-      retargeted: the relabelled ids whose windows get new targets without a decode (pipelines/retarget.py).
+      retargeted: the relabelled ids whose windows get new targets without a decode (pipelines/ingest/retarget.py).
       unchanged: {video_id: old manifest row} kept as they are (decode outcome rows only).
       removed: old rows of videos no longer in the input (dropped unless --keep-missing).
       kept_missing: old rows of videos no longer in the input, kept (--keep-missing).
@@ -243,7 +247,7 @@ def _rewritten_shards(final: str, work: str, affected: dict[str, str], drop: set
 
 
 def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new_rows: list[dict], new_dead: list,
-           affected: dict[str, str], drop: dict[str, str], staging: out_dir.Staging, generation: int,
+           affected: dict[str, str], drop: dict[str, str], staging: staging_dir.Staging, generation: int,
            num_shards: dict[str, int], retarget: Retargeter) -> tuple[DatasetMetadata, list[dict], list[str]]:
     """The new generation: its metadata.json, manifest rows and dead-letter lines, its shards written.
 
@@ -292,7 +296,7 @@ def _merge(plan: ingest.IngestPlan, meta: DatasetMetadata, changes: Changes, new
 
 def summary(plan: ingest.IngestPlan, changes: Changes, meta: DatasetMetadata, seconds: float) -> str:
     """The closing report: the append's counts, then the dataset as ingest's summary shows it."""
-    plan.staging = out_dir.Staging(plan.config.output, plan.config.output)
+    plan.staging = staging_dir.Staging(plan.config.output, plan.config.output)
     lines = ingest.summary(plan, meta, seconds).splitlines()[1:-1]  # not its first and last (rates) lines
     head = [f"clipforge ingest --append: {changes.summary_line()} in {seconds:.1f}s -> {plan.config.output} "
             f"(generation {meta.generation})"]
@@ -331,7 +335,7 @@ def append(config: IngestConfig, options, start: float, pipeline=None) -> Datase
         raise SetupError("--append waits for its job to finish (it merges the dataset afterwards): "
                          "not with a Flex Template launch")
     if is_local(final):
-        out_dir.remove_abandoned(os.path.dirname(final), os.path.basename(final))
+        staging_dir.remove_abandoned(os.path.dirname(final), os.path.basename(final))
     try:
         meta = out_dir.load_metadata(final)
     except (MissingMetadataError, OSError) as e:
@@ -363,7 +367,7 @@ def append(config: IngestConfig, options, start: float, pipeline=None) -> Datase
                           candidates(set(changes.relabelled), old_rows, plan.job.labels, meta.target))
     affected = _affected_shards(meta, final, drop, retarget)
     changes.retargeted = set(retarget.ids)
-    staging = store.stage_local(final, set(affected)) if is_local(final) else out_dir.Staging(final, final)
+    staging = store.stage_local(final, set(affected)) if is_local(final) else staging_dir.Staging(final, final)
     try:
         new_rows, new_dead = [], []
         refs = changes.to_decode
@@ -383,7 +387,7 @@ def append(config: IngestConfig, options, start: float, pipeline=None) -> Datase
         store.commit(staging, *result, side_files=side)
     except BaseException:
         if staging.local:
-            out_dir.discard(staging)
+            staging_dir.discard(staging)
         raise
     meta = out_dir.load_metadata(final)
     log.info(summary(plan, changes, meta, time.time() - start))

@@ -10,21 +10,24 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import output as out_dir
-from pipelines.beam_options import create_pipeline, is_template_launch, pipeline_options
-from pipelines import corpus
-from pipelines.config import SPLIT_NAMES, IngestConfig, parse_config
+from pipelines import staging as staging_dir
+from pipelines.ingest import dataset_dir as out_dir
+from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from pipelines.ingest import corpus
+from pipelines.ingest.config import SPLIT_NAMES, IngestConfig, parse_config
 from pipelines.decoder import Decoder, resolve
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.decode import ffmpeg_args
 from pipelines.drift import dataset_lines as drift_lines
-from pipelines.labels import CLASS_SEPARATOR, check_training_classes, load_labels, rekey
-from pipelines.leakage import summary_line as leakage_line
-from pipelines.manifest import dead_row, filter_graph, label_hash, provenance, summary_row
+from pipelines.ingest.labels import CLASS_SEPARATOR, check_training_classes, load_labels, rekey
+from pipelines.ingest.leakage import summary_line as leakage_line
+from pipelines.ingest.manifest import dead_row, filter_graph, label_hash, provenance, summary_row
 from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.records import DeadLetter, VideoJob
-from pipelines.transforms import (DEAD_LETTER, SUMMARY, MakeRecords, ReadVideos, WriteDeadLetter,
-                                  WriteMetadata, WriteShards)
+from pipelines.dead_letters import DeadLetter
+from pipelines.ingest.engine import VideoJob
+from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
+from pipelines.ingest.transforms import MakeRecords, WriteMetadata, WriteShards
+from pipelines.dead_letters import WriteDeadLetter
 from schemas.errors import exits
 from schemas.logs import get_logger
 from schemas.tasks import task_of
@@ -57,7 +60,7 @@ class IngestPlan:
     job: VideoJob
     videos: list[VideoRef]
     rejected: list[DeadLetter]
-    staging: out_dir.Staging
+    staging: staging_dir.Staging
     num_shards: dict[str, int]
     fingerprint: str
     decoder: Decoder
@@ -135,7 +138,7 @@ def prepare(config: IngestConfig) -> IngestPlan:
                    short_videos=config.short_videos, source_fps=config.source_fps or 0.0, folder_fps=(table.fps or None) if table is not None else None)
     if task_of(target).label_kind == "class_set" and table is not None:
         check_training_classes(table, job.split_of, {v.video_id for v in videos})
-    if config.append:  # pipelines/append.py counts the shards of the videos it decodes
+    if config.append:  # pipelines/ingest/append.py counts the shards of the videos it decodes
         counts = [0] * len(names)
     elif config.num_shards:
         counts = [config.num_shards] * len(names)
@@ -150,8 +153,8 @@ def prepare(config: IngestConfig) -> IngestPlan:
                                labels.get(r.video_id), (table.fps or {}).get(r.video_id))} for r in refs}
     graph = filter_graph(ffmpeg_args("input", spec, config.resize, formats=tuple(config.formats)))
     prov = provenance(decoder.describe(), graph, decoder.ffprobe or None)
-    # an append stages its own output (pipelines/append.py): the dataset already exists
-    staging = None if config.append else out_dir.prepare_output(config.output, config.overwrite)
+    # an append stages its own output (pipelines/ingest/append.py): the dataset already exists
+    staging = None if config.append else staging_dir.prepare_output(config.output, config.overwrite)
     return IngestPlan(config, job, videos, rejected, staging, dict(zip(names, counts)),
                       fingerprint(refs, config.to_dict(data_only=True), config.labels, config.split_list_files),
                       decoder, static, prov)
@@ -253,7 +256,7 @@ def ingest(config: IngestConfig, pipeline: Optional[beam.Pipeline] = None,
     options = options if options is not None else (pipeline.options if pipeline is not None
                                                     else pipeline_options([]))
     if config.append:
-        from pipelines import append
+        from pipelines.ingest import append
         return append.append(config, options, start, pipeline)
     plan = prepare(config)
     try:
@@ -263,9 +266,9 @@ def ingest(config: IngestConfig, pipeline: Optional[beam.Pipeline] = None,
         if is_template_launch(options):
             log.info(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
             return None
-        out_dir.publish(plan.staging)
+        staging_dir.publish(plan.staging)
     except BaseException:
-        out_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
+        staging_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
         raise
     meta = out_dir.load_metadata(plan.staging.final)
     log.info(summary(plan, meta, time.time() - start))

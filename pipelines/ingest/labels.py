@@ -7,7 +7,7 @@ from typing import Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from pipelines.config import SetupError
+from schemas.errors import SetupError
 from schemas.tasks import TASKS, task_of
 
 JOIN_COLUMNS = ("video_id", "video")  # the first one present is used

@@ -63,7 +63,7 @@ class IngestConfig:
       source_fps: frame folders: the rate their frames were taken at (a labels `fps` column overrides it).
       short_videos: drop (a video shorter than one window is dead-lettered, too_short) | pad (its last
         frame is repeated until one window fits; the record's padded_frames counts the repeats).
-      append: add to the finished dataset at `output` (pipelines/append.py): only videos its manifest
+      append: add to the finished dataset at `output` (pipelines/ingest/append.py): only videos its manifest
         does not know, or whose bytes or label rows changed, are decoded.
       keep_missing: with append, keep the windows of videos no longer in the input.
     """

@@ -4,14 +4,14 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.config import SetupError
+from schemas.errors import SetupError
 
 # Runner names that mean "run here". Beam's DirectRunner would first try PrismRunner, which
 # downloads a binary at run time (and differs offline and online); clipforge runs the
 # DirectRunner's own engine, the FnApiRunner, which honours --direct_num_workers and
 # --direct_running_mode. Ask for PrismRunner by name to get it.
 LOCAL_RUNNERS = (None, "direct", "directrunner")
-# Beam's DaskRunner, by its full name or a short one: clipforge runs it with fixes (pipelines/dask_runner.py).
+# Beam's DaskRunner, by its full name or a short one: clipforge runs it with fixes (pipelines/runners/dask_runner.py).
 BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_RUNNERS = ("dask", "daskrunner", BEAM_DASK_RUNNER.lower())
 
@@ -57,14 +57,14 @@ def pipeline_options(args: list[str]) -> PipelineOptions:
 def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Pipeline on the requested runner, or on the local FnApiRunner by default.
 
-    Beam's DaskRunner is swapped for `pipelines.dask_runner.DaskRunner`, which takes the same
+    Beam's DaskRunner is swapped for `pipelines.runners.dask_runner.DaskRunner`, which takes the same
     flags and computes each stage once.
     """
     runner = options.view_as(StandardOptions).runner
     if runner is None or runner.lower() in LOCAL_RUNNERS:
         return beam.Pipeline(runner=local_runner(options), options=options)
     if runner.lower() in DASK_RUNNERS:
-        from pipelines.dask_runner import DaskRunner
+        from pipelines.runners.dask_runner import DaskRunner
         return beam.Pipeline(runner=DaskRunner(), options=options)
     return beam.Pipeline(options=options)
 

@@ -1,6 +1,6 @@
 """Relabelled videos whose bytes did not change: their windows get the new label rows' targets, no decode.
 
-A window's target is read at its last real frame's time (pipelines/records.py), which its record
+A window's target is read at its last real frame's time (pipelines/ingest/engine.py), which its record
 holds (`start_frame`, `padded_frames`); its frames, and so the pixel stats, do not depend on the
 labels. A video can be retargeted when every one of its windows was labelled before (none was
 skipped, so no window is missing from the shards) and every one is labelled under the new rows
@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from pipelines.labels import VideoLabels
-from pipelines.stats import VideoStatsAccumulator
+from pipelines.ingest.labels import VideoLabels
+from pipelines.ingest.stats import VideoStatsAccumulator
 from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.spec import TargetSpec, WindowSpec

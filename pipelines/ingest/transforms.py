@@ -8,9 +8,7 @@ of work is a segment: a whole video, or a time segment of a long one (pipelines/
 from __future__ import annotations
 
 import random
-import shutil
 import sys
-import tempfile
 import time
 import typing
 import uuid
@@ -24,80 +22,25 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.decoder import DecoderError, default_decoder, resolve
+from pipelines.sources import DEAD_LETTER, PART, RECORD, SEGMENT, SUMMARY, VideoFn, only, split_by_kind
+
 from pipelines.drift import write_reference
 from pipelines.inputs import VideoRef
-from pipelines.leakage import audit
-from pipelines.manifest import MANIFEST_FILE, complete_rows, write_manifest
-from pipelines.output import PARTS_DIR, build_metadata, compression_type as _ctype, concat_parts, \
-    part_path, remove_beam_temp, shard_path, write_metadata
-from pipelines.records import DeadLetter, SegmentResult, VideoJob, finish_video, plan_decode, plan_video, \
-    process_segment, video_windows
-from pipelines.probe import ProbeLimits
+from pipelines.ingest.leakage import audit
+from pipelines.ingest.manifest import MANIFEST_FILE, complete_rows, write_manifest
+from pipelines.ingest.dataset_dir import (PARTS_DIR, build_metadata, compression_type as _ctype,
+                                          concat_parts, part_path, remove_beam_temp, shard_path,
+                                          write_metadata)
+from pipelines.ingest.engine import SegmentResult, VideoJob, finish_video, plan_video, process_segment
 from pipelines.segments import Segment
-from pipelines.signals import VideoSignals
-from pipelines.stats import DatasetStats, VideoSummary
-from schemas.metadata import DEAD_LETTER_FILE
+from pipelines.ingest.stats import DatasetStats, VideoSummary
 from schemas.spec import TargetSpec, WindowSpec
 
-RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
-SIGNALS = "signals"
-SEGMENT, PART = "segment", "part"
 Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
 SHARD_BLOCK = 32  # consecutive records of a bundle written to the same shard
 
 
-# DoFns emit (kind, value) pairs that are then split with one filter per kind, rather than
-# TaggedOutputs or Partition: Beam's DaskRunner does not route multiple outputs apart.
-def _only(item: tuple, kind: str):
-    if item[0] == kind:
-        yield item[1]
-
-
-def _split_by_kind(tagged, kinds: tuple[str, ...], stage: str = "") -> dict:
-    return {kind: tagged | f"{stage}Only[{kind}]" >> beam.FlatMap(_only, kind) for kind in kinds}
-
-
-class ReadVideos(beam.PTransform):
-    """Starts the pipeline from the listed videos: PBegin -> PCollection[VideoRef]."""
-
-    def __init__(self, refs: list[VideoRef]):
-        super().__init__()
-        self.refs = refs
-
-    def expand(self, pbegin):
-        # Create re-shuffles its elements, so videos spread over workers from the start.
-        return pbegin | "List" >> beam.Create(self.refs)
-
-
-class _VideoFn(beam.DoFn):
-    """Shared worker set-up: the decoder must run here and be the build the launcher named, and a
-    scratch dir for remote copies.
-
-    Attributes (set by subclasses):
-      decoder: bundled | system.
-      build: the launcher's `Decoder.describe()` (what metadata.json records), or None.
-    """
-
-    decoder, build = "bundled", None
-
-    def setup(self):
-        try:
-            self.ffmpeg = resolve(self.decoder)
-        except DecoderError as e:
-            raise RuntimeError(f"on this worker: {e}") from None
-        if self.build and not self.ffmpeg.same_build(self.build):
-            raise RuntimeError(f"this worker's {self.decoder} decoder is {self.ffmpeg.version!r}, but the launcher's "
-                               f"(named in metadata.json) is {self.build.get('version')!r} with another build; "
-                               "install the same clipforge (and imageio-ffmpeg) on the workers as on the launcher")
-        self.scratch = tempfile.mkdtemp(prefix="clipforge-")
-        self.dead = Metrics.counter("clipforge", "videos_dead_lettered")
-
-    def teardown(self):
-        shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
-
-
-class _PlanFn(_VideoFn):
+class _PlanFn(VideoFn):
     def __init__(self, job: VideoJob, build: Optional[dict] = None):
         self.job, self.decoder, self.build = job, job.decoder, build
 
@@ -118,7 +61,7 @@ class _PlanFn(_VideoFn):
                 yield DEAD_LETTER, out
 
 
-class _MakeRecordsFn(_VideoFn):
+class _MakeRecordsFn(VideoFn):
     def __init__(self, job: VideoJob, build: Optional[dict] = None):
         self.job, self.decoder, self.build = job, job.decoder, build
 
@@ -189,99 +132,18 @@ class MakeRecords(beam.PTransform):
         self.job, self.build = job, build
 
     def expand(self, videos):
-        planned = _split_by_kind(videos | "PlanSegments" >> beam.ParDo(_PlanFn(self.job, self.build)),
+        planned = split_by_kind(videos | "PlanSegments" >> beam.ParDo(_PlanFn(self.job, self.build)),
                                  (SEGMENT, DEAD_LETTER), "Planned")
         tagged = (planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
                   | "DecodeAndEncode" >> beam.ParDo(_MakeRecordsFn(self.job, self.build)))
-        finished = (tagged | f"Only[{PART}]" >> beam.FlatMap(_only, PART).with_output_types(
+        finished = (tagged | f"Only[{PART}]" >> beam.FlatMap(only, PART).with_output_types(
                         typing.Tuple[bytes, SegmentResult])
                     | "GroupByVideo" >> beam.GroupByKey()
                     | "FinishVideo" >> beam.ParDo(_FinishVideoFn(self.job)))
-        out = _split_by_kind(finished, (SUMMARY, DEAD_LETTER), "Finished")
+        out = split_by_kind(finished, (SUMMARY, DEAD_LETTER), "Finished")
         out[DEAD_LETTER] = (planned[DEAD_LETTER], out[DEAD_LETTER]) | "AllVideoDeadLetters" >> beam.Flatten()
-        out[RECORD] = tagged | f"Only[{RECORD}]" >> beam.FlatMap(_only, RECORD).with_output_types(Record)
+        out[RECORD] = tagged | f"Only[{RECORD}]" >> beam.FlatMap(only, RECORD).with_output_types(Record)
         return out
-
-
-class _PlanDecodeFn(_VideoFn):
-    def __init__(self, spec: WindowSpec, horizon: int, timeout: float, limits: ProbeLimits, segment_seconds: float,
-                 decoder: str):
-        self.args = (spec, horizon, timeout, limits, segment_seconds)
-        self.decoder = decoder
-
-    def process(self, ref: VideoRef):
-        for out in plan_decode(ref, *self.args, self.ffmpeg):
-            if isinstance(out, DeadLetter):
-                self.dead.inc()
-                yield DEAD_LETTER, out
-            else:
-                yield SEGMENT, out
-
-
-class _DecodeWindowsFn(_VideoFn):
-    def __init__(self, spec: WindowSpec, resize: str, horizon: int, timeout: float, threads: int,
-                 limits: Optional[ProbeLimits], decoder: str, short_videos: str = "drop", source_fps: float = 0.0,
-                 signals: bool = False):
-        self.args = (spec, resize, horizon, timeout)
-        self.threads, self.limits, self.decoder, self.short_videos = threads, limits, decoder, short_videos
-        self.source_fps, self.signals = source_fps, signals
-
-    def process(self, seg: Segment):
-        for out in video_windows(seg, *self.args, scratch_dir=self.scratch, threads=self.threads,
-                                 limits=self.limits, decoder=self.ffmpeg, short_videos=self.short_videos,
-                                 source_fps=self.source_fps, signals=self.signals):
-            if isinstance(out, DeadLetter):
-                self.dead.inc()
-                yield DEAD_LETTER, out
-            elif isinstance(out, VideoSignals):
-                yield SIGNALS, out
-            else:
-                yield WINDOW, out
-
-
-class DecodeWindows(beam.PTransform):
-    """Decodes videos into task-free windows of uint8 frames (for predict; no labels, no split).
-
-    Long local videos are planned as time segments, as at ingest, and the segments spread over
-    the workers; their windows are exactly those of a whole decode.
-
-    Args:
-      spec: the WindowSpec (e.g. from a model's metadata.json); encoding is ignored.
-      resize: stretch | crop | pad, as at ingest.
-      horizon: frames after each window to carry as `next_frames` (0: none).
-      timeout: wall-clock seconds for probing and decoding one video (or segment).
-      threads: ffmpeg decoder threads (0 = ffmpeg decides).
-      limits: formats, pixel and duration limits checked before decoding (None: the defaults).
-      segment_seconds: videos longer than ~1.5x this are decoded as segments of about this
-        length (0: every video whole).
-      decoder: bundled | system; None: $CLIPFORGE_DECODER or bundled.
-      short_videos: drop | pad: a video shorter than one window is dead-lettered (too_short) or
-        gives one window with its last frame repeated (VideoWindow.padded_frames).
-      source_fps: frame folders (VideoRef.frames_root): the rate their frames were taken at.
-      signals: also return each segment's drift signal sums (pipelines/signals.py).
-
-    Returns:
-      {"windows": PCollection[VideoWindow], "dead_letter": PCollection[DeadLetter]}, and with
-      `signals` "signals": PCollection[VideoSignals], one per decoded segment.
-    """
-
-    def __init__(self, spec: WindowSpec, resize: str = "stretch", horizon: int = 0,
-                 timeout: float = 600.0, threads: int = 0, limits: Optional[ProbeLimits] = None,
-                 segment_seconds: float = 0.0, decoder: Optional[str] = None, short_videos: str = "drop",
-                 source_fps: float = 0.0, signals: bool = False):
-        super().__init__()
-        limits, decoder = limits or ProbeLimits(), decoder or default_decoder()
-        self.plan = _PlanDecodeFn(spec, horizon, timeout, limits, segment_seconds, decoder)
-        self.fn = _DecodeWindowsFn(spec, resize, horizon, timeout, threads, limits, decoder, short_videos,
-                                   source_fps, signals)
-        self.kinds = (WINDOW, DEAD_LETTER, SIGNALS) if signals else (WINDOW, DEAD_LETTER)
-
-    def expand(self, videos):
-        planned = _split_by_kind(videos | "Plan" >> beam.ParDo(self.plan), (SEGMENT, DEAD_LETTER), "Planned")
-        decoded = _split_by_kind(planned[SEGMENT] | "SpreadSegments" >> beam.Reshuffle()
-                                 | "Decode" >> beam.ParDo(self.fn), self.kinds)
-        decoded[DEAD_LETTER] = (planned[DEAD_LETTER], decoded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-        return decoded
 
 
 class _WritePartsFn(beam.DoFn):
@@ -360,26 +222,7 @@ class WriteShards(beam.PTransform):
                   | "GroupParts" >> beam.CoGroupByKey()
                   | "JoinParts" >> beam.Map(_join_parts, self.output_dir, self.num_shards, self.compression,
                                            self.generation))
-        return _split_by_kind(shards, tuple(self.num_shards))
-
-
-class WriteDeadLetter(beam.PTransform):
-    """Writes OUTPUT/dead_letter.jsonl (one JSON object per video, possibly none).
-
-    Returns:
-      {"files": PCollection[file name], "counts": PCollection[{kind: n}] (a single dict)}.
-    """
-
-    def __init__(self, output_dir: str):
-        super().__init__()
-        self.path = f"{output_dir.rstrip('/')}/{DEAD_LETTER_FILE}"
-
-    def expand(self, dead):
-        files = (dead | "ToJson" >> beam.Map(DeadLetter.to_json)
-                 | "Write" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1))
-        counts = (dead | "Kind" >> beam.Map(lambda d: d.kind) | "Count" >> beam.combiners.Count.PerElement()
-                  | "ToDict" >> beam.combiners.ToDict())
-        return {"files": files, "counts": counts}
+        return split_by_kind(shards, tuple(self.num_shards))
 
 
 class _StatsFn(beam.CombineFn):
@@ -404,7 +247,7 @@ class WriteMetadata(beam.PTransform):
 
     Its input is {"summary": PCollection[VideoSummary], "dead_counts": PCollection[dict],
     "dead_files": PCollection[str], "shards/<split>": PCollection[str] per split}, and optionally
-    "manifest": PCollection[row dict] (pipelines/manifest.py), one per input video. The sinks'
+    "manifest": PCollection[row dict] (pipelines/ingest/manifest.py), one per input video. The sinks'
     outputs are side inputs, so this step cannot start before every sink has finished; it then
     lists and counts the shards on disk, writes videos.parquet, drift_reference.json and the
     leakage audit (when given rows), and writes metadata.json.

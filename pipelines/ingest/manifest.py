@@ -11,12 +11,12 @@ from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.records import DeadLetter
+from pipelines.dead_letters import DeadLetter
 from pipelines.signals import signal_columns
-from pipelines.stats import VideoSummary
+from pipelines.ingest.stats import VideoSummary
 
 MANIFEST_FILE = "videos.parquet"
-# Each ingested video's exact sufficient statistics (pipelines/stats.py VideoSummary): an append
+# Each ingested video's exact sufficient statistics (pipelines/ingest/stats.py VideoSummary): an append
 # recombines the dataset's stats from these rows, so removing or replacing a video stays exact.
 STATS_COLUMNS = ("pixel_count", "pixel_sum", "pixel_sumsq", "target_sum", "target_sumsq", "class_hist",
                  "unlabelled_windows", "padded_windows")

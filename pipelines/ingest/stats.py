@@ -1,6 +1,8 @@
 """Dataset statistics: exact per-video sums combined into per-split counts and training-split stats."""
 from __future__ import annotations
 
+from pipelines.ingest.leakage import merge_signatures
+
 import dataclasses
 import math
 from typing import Optional
@@ -27,7 +29,7 @@ class VideoSummary:
       path: the video's file.
       facts: its header facts (`VideoInfo.facts()`), for videos.parquet.
       sha256: of its bytes ("" when not hashed).
-      signature: its content signature (pipelines/leakage.py): per segment, (frame, thumbnail bytes)
+      signature: its content signature (pipelines/ingest/leakage.py): per segment, (frame, thumbnail bytes)
         samples; after `merge_summaries`, thumbnail bytes in frame order.
       signals: the drift signals' exact sums over every decoded frame (`signals.FrameSignals.sums`).
     """
@@ -172,3 +174,22 @@ class DatasetStats:
         out.update(target_stats(task_of(task), src.windows, src.target_sum, src.target_sumsq, src.class_hist,
                                 outputs, classes))
         return out
+
+
+def merge_summaries(parts: list[VideoSummary]) -> VideoSummary:
+    """One video's summary from its segments' (in segment order): counts and sums add up."""
+    def add(name):
+        vals = [getattr(p, name) for p in parts if getattr(p, name)]
+        return tuple(sum(v) for v in zip(*vals)) if vals else ()
+
+    first = parts[0]
+    return VideoSummary(
+        video_id=first.video_id, split=first.split, windows=sum(p.windows for p in parts),
+        frames_decoded=sum(p.frames_decoded for p in parts),
+        unlabelled_windows=sum(p.unlabelled_windows for p in parts),
+        padded_windows=sum(p.padded_windows for p in parts),
+        partial=next((p.partial for p in parts if p.partial), ""), pixel_count=sum(p.pixel_count for p in parts),
+        pixel_sum=add("pixel_sum"), pixel_sumsq=add("pixel_sumsq"), target_sum=add("target_sum"),
+        target_sumsq=add("target_sumsq"), class_hist=add("class_hist"), path=first.path,
+        facts=next((p.facts for p in parts if p.facts), {}), sha256=next((p.sha256 for p in parts if p.sha256), ""),
+        signature=merge_signatures(p.signature for p in parts), signals=add("signals"))
