@@ -8,8 +8,8 @@ import numpy as np
 from schemas import features as fk
 from schemas.measures import MAX_PIXEL, MSE_FLOOR, psnr  # noqa: F401 - one PSNR for predict and evaluate
 from schemas.tasks import task_of
-from trainer.ranking_metrics import RankingMetrics, make_ranking  # noqa: F401 - RankingMetrics re-exported beside the others
-from trainer.video_metrics import VideoFrameErrors, VideoValues, check_aggregate, video_labels
+from trainer.evaluation.ranking_metrics import RankingMetrics, make_ranking  # noqa: F401 - RankingMetrics re-exported beside the others
+from trainer.evaluation.video_metrics import VideoFrameErrors, VideoValues, check_aggregate, video_labels
 
 SERIES_POINTS = 1000  # windows kept per video for the error-along-time plot
 
