@@ -11,16 +11,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import schemas
 from schemas.configs import ConfigError
 from schemas.metadata import DatasetMetadata
 from trainer import TrainerError, cpu
 from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, make_callbacks
 from trainer.config import TrainConfig
 from trainer.distribute import PEER_ERRORS, WorkerRole, lost_peer, select_strategy, worker_role
-from trainer.export import export_model
-from trainer.augment import span_start
-from trainer.heads import EMBEDDING_LAYER, build_model
+from trainer.export import export_model, model_card
+from trainer.heads import build_model
 from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, fits_cache, make_dataset
 from schemas.tasks import task_of
 from trainer.losses import checkpoint_metric, task_loss, task_metrics
@@ -287,46 +285,6 @@ def warm_start(model: keras.Model, path: str, log: Callable[[str], None]) -> Non
         raise ConfigError(f"train config: warm_start={path!r} does not fit {model.name}: "
                           f"{str(e).splitlines()[0][:300]}") from None
     log(f"warm-started from {path}")
-
-
-def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResult, strategy,
-               policy: str, val_split: Optional[str]) -> dict:
-    """The model_card.json content."""
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    frames = meta.spec.frames
-    k = cfg.clip_length(frames)
-    return {
-        "architecture": cfg.arch,
-        "arch_config": cfg.to_dict()["arch_options"],
-        "task": meta.target.task,
-        "target": meta.target.to_dict(),
-        "parameters": result.parameters,
-        "trainable_parameters": trainable,
-        # What the backbone sees of each T-frame window: training draws a K-frame span at a
-        # random offset and stride; evaluation and serving crop span_start() at stride 1.
-        "clip": {"frames": frames, "clip_frames": k, "clip_strides": list(cfg.clip_strides),
-                 "eval_span": "last" if task_of(meta.target).target_frames else "centre",
-                 "eval_start": span_start(frames, k, meta.target.task)},
-        "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
-        "train_config": cfg.to_dict(),
-        "dataset": {"path": os.path.abspath(cfg.data), "fingerprint": meta.fingerprint,
-                    "spec": meta.spec.to_dict(),
-                    "windows": {s: meta.num_windows(s) for s in meta.splits}},
-        "final_metrics": {"split": val_split or cfg.train_split, **result.final_metrics},
-        "monitor": result.monitor,
-        "epochs_run": result.epochs_run,
-        "resumed_at_epoch": result.resumed_at,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "training_seconds": result.train_seconds,
-        "windows_per_second": result.windows_per_second,
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "dtype_policy": policy,
-        "clipforge_version": schemas.__version__,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def _first_line(error: Exception) -> str:
