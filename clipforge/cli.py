@@ -11,7 +11,7 @@ import sys
 COMMANDS = {
     "ingest": ("pipelines.ingest", "videos -> sharded TFRecords of frame windows + metadata.json (Beam)"),
     "train": ("trainer.main", "train an architecture on an ingested dataset and export a SavedModel"),
-    "evaluate": ("trainer.evaluate", "metrics.json + report.html for an export on a dataset split"),
+    "evaluate": ("trainer.evaluation", "metrics.json + report.html for an export on a dataset split"),
     "predict": ("pipelines.predict", "run an exported model over new videos into Parquet (Beam)"),
     "validate": ("clipforge.validate", "check every shard of a dataset against its metadata.json"),
     "demo": ("clipforge.demo", "synthetic corpus -> ingest -> train -> evaluate, in one command"),

@@ -60,7 +60,7 @@ def test_arch_trains_exports_and_serves(arch, task, datasets, tmp_path):
     keras.backend.clear_session()
     options = OPTIONS.get((arch, task), {})
     cfg = TrainConfig(data=datasets[task], workdir=str(tmp_path), **smoke(arch, **options)).validate()
-    result = train(cfg, log=lambda line: None)
+    result = train(cfg)
 
     assert result.epochs_run == 1 and np.isfinite(result.final_metrics["loss"])
     export = result.export_dir

@@ -32,7 +32,7 @@ def test_every_clipforge_exception_derives_from_the_root_with_a_valid_exit_code(
     assert {n: cls.exit_code for n, cls in found.items() if cls.exit_code not in (1, 2, 3)} == {}
     # the set-up errors the README promises exit 2 for
     for name in ("schemas.configs.ConfigError", "schemas.spec.SpecError", "schemas.metadata.MissingMetadataError",
-                 "pipelines.decoder.DecoderError", "trainer.evaluate.EvaluationError"):
+                 "pipelines.decoder.DecoderError", "trainer.evaluation.stage.EvaluationError"):
         assert issubclass(found[name], SetupError) and found[name].exit_code == 2, name
 
 

@@ -1,11 +1,11 @@
-"""trainer/metrics.py against values worked out by hand on small arrays, baselines included."""
+"""trainer/evaluation/metrics.py against values worked out by hand on small arrays, baselines included."""
 import math
 
 import numpy as np
 import pytest
 
 from schemas.spec import TargetSpec
-from trainer import metrics as mt
+from trainer.evaluation import metrics as mt
 
 C1 = (0.01 * 255) ** 2
 

@@ -11,8 +11,8 @@ from schemas import features as fk
 from schemas.codec import RecordCodec, RecordError
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tasks import MULTILABEL, NEXT_FRAME, task_of
-from trainer import metrics as mt
-from trainer import ranking_metrics as rk
+from trainer.evaluation import metrics as mt
+from trainer.evaluation import ranking_metrics as rk
 
 TASK = MULTILABEL.name
 

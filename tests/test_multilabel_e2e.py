@@ -13,7 +13,7 @@ from schemas import features as fk
 from schemas.metadata import DatasetMetadata
 from schemas.tasks import MULTILABEL
 from tests.conftest import read_dataset
-from trainer import evaluate
+from trainer import evaluation
 from trainer import main as train_main
 
 WINDOW_FLAGS = ["--frames", "4", "--stride", "2", "--fps", "12", "--size", "24x24", "--color", "gray"]
@@ -52,7 +52,7 @@ def test_ingest_writes_label_sets_classes_and_per_class_counts(run):
 def test_evaluate_writes_the_multilabel_keys(run, tmp_path):
     root, _, data, export = run
     out = str(tmp_path / "eval")
-    assert evaluate.run(["--model", export, "--data", data, "--split", "test", "--output", out]) == 0
+    assert evaluation.run(["--model", export, "--data", data, "--split", "test", "--output", out]) == 0
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
     classes = DatasetMetadata.load(data).target.classes

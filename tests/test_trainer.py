@@ -102,19 +102,21 @@ def test_corrupt_shard_is_named(tmp_path, capsys):
     assert not (tmp_path / "w" / "export").exists()
 
 
-def test_mixed_precision_keeps_float32_outputs(data, tmp_path):
+def test_mixed_precision_keeps_float32_outputs(data, tmp_path, capsys):
     import tensorflow as tf
+    from schemas.logs import console
     from trainer.config import TrainConfig
     from trainer.train import train
     cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), mixed_precision=True,
                       **smoke("temporal_pooling", filters=(4,))).validate()
-    lines = []
-    result = train(cfg, log=lines.append)
+    console()  # the library call logs; show its lines as the CLI does
+    result = train(cfg)
+    err = capsys.readouterr().err
     # Where the CPU has no bf16 units the run falls back to float32 and says so.
     native = cpu.has_native_bf16()
     assert result.model.layers[-2].compute_dtype == "float32"
     assert any(layer.compute_dtype == "bfloat16" for layer in result.model.layers) == native
-    assert any("--mixed-precision ignored" in line for line in lines) != native
+    assert ("warning: --mixed-precision ignored" in err) != native
     card = json.load(open(os.path.join(result.export_dir, "model_card.json")))
     assert card["dtype_policy"] == ("mixed_bfloat16" if native else "float32")
     served = tf.saved_model.load(result.export_dir).signatures[SERVING_SIGNATURE](
@@ -195,26 +197,29 @@ def test_killed_run_resumes_from_backup(data, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container")  # the refused, mismatched load
-def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path):
+def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path, capsys):
     import keras
     from schemas.export import KERAS_FILE
+    from schemas.logs import console
     from schemas.configs import ConfigError
     from trainer.config import TrainConfig
     from trainer.heads import build_model
     from trainer.train import train, warm_start
     cfg = TrainConfig(data=data["regression"], workdir=str(tmp_path), **smoke("frames_as_channels", filters=(4,))).validate()
-    source = os.path.join(train(cfg, log=lambda line: None).export_dir, KERAS_FILE)
+    source = os.path.join(train(cfg).export_dir, KERAS_FILE)
     meta = DatasetMetadata.load(data["regression"])
-    fresh, lines = build_model(meta, cfg), []
+    fresh = build_model(meta, cfg)
     assert not all(np.array_equal(a, b) for a, b in
                    zip(fresh.get_weights(), keras.saving.load_model(source).get_weights()))
-    warm_start(fresh, source, lines.append)
+    console()
+    capsys.readouterr()
+    warm_start(fresh, source)
     for a, b in zip(fresh.get_weights(), keras.saving.load_model(source).get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert lines == [f"warm-started from {source}"]
+    assert capsys.readouterr().out == f"warm-started from {source}\n"
     other = build_model(meta, TrainConfig(data="d", workdir="w", **smoke("conv3d", filters=(4,))).validate())
     with pytest.raises(ConfigError, match="warm_start=.*does not fit conv3d_regression"):
-        warm_start(other, source, lines.append)
+        warm_start(other, source)
 
 
 def test_shard_shorter_than_metadata_says_is_named(tmp_path, capsys):

@@ -6,12 +6,15 @@ import json
 import math
 import os
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import keras
 import numpy as np
 
+from schemas.logs import get_logger
 from trainer import TrainerError
+
+log = get_logger(__name__)
 
 
 class TrainingDiverged(TrainerError):
@@ -48,10 +51,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     middle of writing falls back to the one before instead of failing the restart.
     """
 
-    def __init__(self, backup_dir: str, log: Callable[[str], None] = print):
+    def __init__(self, backup_dir: str):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True,
                          delete_checkpoint=True)
-        self.log = log
         self.resumed_epoch = 0
 
     def on_train_begin(self, logs=None):
@@ -62,7 +64,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 if not os.path.exists(self._prev_weights_path):
                     raise
                 # BackupAndRestore falls back on its own, silently; say so, and from which epoch.
-                self.log(f"the latest backup in {self.backup_dir} is unreadable "
+                log.info(f"the latest backup in {self.backup_dir} is unreadable "
                          f"({str(e).splitlines()[0][:200]}); falling back to the previous backup "
                          f"(epoch {_backup_epoch(self._prev_training_metadata_path)})")
                 super().on_train_begin(logs)
@@ -71,7 +73,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                                f"folder to start this run from scratch.") from None
         self.resumed_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
         if self.resumed_epoch:
-            self.log(f"resuming from backup at epoch {self.resumed_epoch} ({self.backup_dir})")
+            log.info(f"resuming from backup at epoch {self.resumed_epoch} ({self.backup_dir})")
 
 
 def _backup_epoch(metadata_path: str) -> str:
@@ -130,7 +132,7 @@ def best_logged(csv_path: str, monitor: str, mode: str) -> Optional[float]:
 
 
 def make_callbacks(paths, monitor: str, mode: str, resuming: bool, patience: int,
-                   early_monitor: str, log: Callable[[str], None]) -> list:
+                   early_monitor: str) -> list:
     """The callback list of one run (order matters where noted).
 
     Args:
@@ -139,12 +141,11 @@ def make_callbacks(paths, monitor: str, mode: str, resuming: bool, patience: int
       resuming: a backup exists; the CSV log is appended to and the checkpoint keeps its best.
       patience: EarlyStopping patience in epochs; 0 turns it off.
       early_monitor: the EarlyStopping metric (val_loss, or loss without a validation split).
-      log: where to print.
     """
     callbacks = [
         # First, so a NaN batch stops the run before any other callback saves anything.
         FailOnNonFiniteLoss(),
-        ResumableBackup(paths.backup, log=log),
+        ResumableBackup(paths.backup),
         # A resumed run must only replace the best checkpoint with something better than the
         # best of the epochs before the interruption, which the CSV log remembers.
         keras.callbacks.ModelCheckpoint(

@@ -4,10 +4,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from typing import Any, Mapping, Optional
 
 from schemas.configs import ConfigError, from_mapping, load_yaml, parse_overrides
+from schemas.logs import get_logger
 from schemas.tasks import NAMES, TASKS, task_of
 from trainer.archs import ARCHS, arch_defaults, check_arch_name, check_arch_options
 
@@ -18,6 +18,7 @@ AUGMENTATIONS = ("crop", "flip", "jitter", "brightness")
 # and YAML `rnn: gru` still work, with a line saying to write arch_options.rnn.
 LEGACY_ARCH_KEYS = ("filters", "units", "rnn", "attention_heads", "pooling", "backbone", "backbone_weights",
                     "freeze_backbone", "temporal")
+log = get_logger(__name__)
 
 
 @dataclasses.dataclass
@@ -245,10 +246,10 @@ def load_config(flags: Mapping[str, Any], config_file: Optional[str] = None,
         value = values.pop(key)
         if key in LEGACY_ARCH_KEYS:
             if takes is not None and key not in takes:  # as before: a knob of another architecture is ignored
-                print(f"train config: `{key}` is not an option of {values['arch']}; ignored", file=sys.stderr)
+                log.warning(f"train config: `{key}` is not an option of {values['arch']}; ignored")
                 continue
-            print(f"train config: `{key}` is now `arch_options.{key}` (YAML arch_options: {{{key}: ...}}, "
-                  f"--set arch_options.{key}=...); the old spelling still works for now", file=sys.stderr)
+            log.warning(f"train config: `{key}` is now `arch_options.{key}` (YAML arch_options: {{{key}: ...}}, "
+                        f"--set arch_options.{key}=...); the old spelling still works for now")
         arch[knob] = value
     if arch or "arch_options" in values:
         values["arch_options"] = arch

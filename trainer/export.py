@@ -10,10 +10,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from typing import TYPE_CHECKING, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+import schemas
 from schemas import features as fk
 from schemas.codec import RecordCodec
 from schemas.dirs import swap_in
@@ -21,7 +25,13 @@ from schemas.export import (DRIFT_REFERENCE_FILE, EMBED_SIGNATURE, EMBEDDING, EX
                             FRAMES_INPUT, KERAS_FILE, MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE,
                             check_export_dir)
 from schemas.metadata import METADATA_FILE, DatasetMetadata
-from trainer.heads import embedding_model
+from schemas.tasks import task_of
+from trainer.augment import span_start
+from trainer.config import TrainConfig
+from trainer.heads import EMBEDDING_LAYER, embedding_model
+
+if TYPE_CHECKING:
+    from trainer.train import TrainResult
 
 
 def write_saved_model(model: keras.Model, meta: DatasetMetadata, path: str) -> None:
@@ -93,6 +103,46 @@ def export_model(model: keras.Model, meta: DatasetMetadata, data_dir: str, expor
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return export_dir
+
+
+def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: "TrainResult", strategy,
+               policy: str, val_split: Optional[str]) -> dict:
+    """The model_card.json content of a finished run (export_model writes it beside the SavedModel)."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frames = meta.spec.frames
+    k = cfg.clip_length(frames)
+    return {
+        "architecture": cfg.arch,
+        "arch_config": cfg.to_dict()["arch_options"],
+        "task": meta.target.task,
+        "target": meta.target.to_dict(),
+        "parameters": result.parameters,
+        "trainable_parameters": trainable,
+        # What the backbone sees of each T-frame window: training draws a K-frame span at a
+        # random offset and stride; evaluation and serving crop span_start() at stride 1.
+        "clip": {"frames": frames, "clip_frames": k, "clip_strides": list(cfg.clip_strides),
+                 "eval_span": "last" if task_of(meta.target).target_frames else "centre",
+                 "eval_start": span_start(frames, k, meta.target.task)},
+        "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
+        "train_config": cfg.to_dict(),
+        "dataset": {"path": os.path.abspath(cfg.data), "fingerprint": meta.fingerprint,
+                    "spec": meta.spec.to_dict(),
+                    "windows": {s: meta.num_windows(s) for s in meta.splits}},
+        "final_metrics": {"split": val_split or cfg.train_split, **result.final_metrics},
+        "monitor": result.monitor,
+        "epochs_run": result.epochs_run,
+        "resumed_at_epoch": result.resumed_at,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "training_seconds": result.train_seconds,
+        "windows_per_second": result.windows_per_second,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "dtype_policy": policy,
+        "clipforge_version": schemas.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _swap_in(new: str, target: str) -> None:

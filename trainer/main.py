@@ -5,6 +5,7 @@ import argparse
 import os
 
 from schemas.errors import exits
+from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from trainer import cpu
 from trainer.archs import ARCHS, arch_defaults
@@ -13,6 +14,7 @@ from trainer.config import STRATEGIES, TrainConfig
 # The flags that map one-to-one onto TrainConfig fields (dashes become underscores).
 CONFIG_FLAGS = ("data", "workdir", "arch", "epochs", "batch_size", "learning_rate", "strategy",
                 "mixed_precision", "jit", "deterministic", "seed")
+log = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +61,7 @@ def run(argv: list[str]) -> int:
     if args.list_archs:  # each name, then its knobs (arch_options) with their defaults
         for name in ARCHS:
             knobs = " ".join(f"{k}={v!r}" for k, v in arch_defaults(name).items())
-            print(f"{name:<20} {knobs}")
+            log.info(f"{name:<20} {knobs}")
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from trainer.config import load_config
@@ -68,5 +70,5 @@ def run(argv: list[str]) -> int:
     cpu.choose(cfg.arch)  # before trainer.train imports TensorFlow
     from trainer.train import train
     result = train(cfg)
-    print(result.summary(), flush=True)
+    log.info(result.summary())
     return 0

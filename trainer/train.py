@@ -5,22 +5,21 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import schemas
 from schemas.configs import ConfigError
+from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from trainer import TrainerError, cpu
 from trainer.callbacks import EpochTimer, ResumableBackup, TrainingDiverged, make_callbacks
 from trainer.config import TrainConfig
 from trainer.distribute import PEER_ERRORS, WorkerRole, lost_peer, select_strategy, worker_role
-from trainer.export import export_model
-from trainer.augment import span_start
-from trainer.heads import EMBEDDING_LAYER, build_model
+from trainer.export import export_model, model_card
+from trainer.heads import build_model
 from trainer.input import ShardError, count_mismatches, decoded_bytes, find_bad_shards, fits_cache, make_dataset
 from schemas.tasks import task_of
 from trainer.losses import checkpoint_metric, task_loss, task_metrics
@@ -28,6 +27,7 @@ from trainer.losses import checkpoint_metric, task_loss, task_metrics
 VAL_SPLIT_NAMES = ("validation", "val", "valid", "eval")
 INPUT_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
                 tf.errors.FailedPreconditionError, tf.errors.NotFoundError)
+log = get_logger(__name__)
 
 
 @dataclasses.dataclass
@@ -81,8 +81,7 @@ class TrainResult:
                 f"export: {self.export_dir or 'none (not the chief worker)'}")
 
 
-def precision_policy(mixed_precision: bool, log: Callable[[str], None] = print,
-                     flags: Optional[frozenset] = None) -> str:
+def precision_policy(mixed_precision: bool, flags: Optional[frozenset] = None) -> str:
     """The Keras dtype policy: mixed_float16 on GPU, mixed_bfloat16 on a CPU that has bf16 units.
 
     A CPU without AVX512_BF16 or AMX emulates bfloat16 in float32 arithmetic plus conversions, so
@@ -95,18 +94,18 @@ def precision_policy(mixed_precision: bool, log: Callable[[str], None] = print,
         return "mixed_float16"
     if cpu.has_native_bf16(flags):
         return "mixed_bfloat16"
-    log(f"warning: --mixed-precision ignored: this CPU has no native bfloat16 (no AVX512_BF16 or "
-        f"AMX: {cpu.cpu_summary()}), where mixed_bfloat16 is slower than float32; training in "
-        f"float32")
+    log.warning(f"warning: --mixed-precision ignored: this CPU has no native bfloat16 (no AVX512_BF16 or "
+                f"AMX: {cpu.cpu_summary()}), where mixed_bfloat16 is slower than float32; training in "
+                f"float32")
     return "float32"
 
 
-def configure_runtime(cfg: TrainConfig, log: Callable[[str], None] = print) -> str:
+def configure_runtime(cfg: TrainConfig) -> str:
     """Seeds, op determinism and the dtype policy; returns the policy name."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = precision_policy(cfg.mixed_precision, log)
+    policy = precision_policy(cfg.mixed_precision)
     keras.mixed_precision.set_dtype_policy(policy)
     return policy
 
@@ -139,12 +138,15 @@ def class_weights(meta: DatasetMetadata, how: str) -> Optional[dict]:
     return {i: (total / (k * n) if n else 1.0) for i, n in enumerate(hist)}
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+def train(cfg: TrainConfig) -> TrainResult:
     """Trains cfg.arch on cfg.data and exports it to WORKDIR/export.
+
+    The library entry point of the train stage: `clipforge train` and `python -m trainer`
+    (trainer/main.py) build the TrainConfig from their flags and call it. Progress lines go to the
+    `clipforge.trainer` loggers (schemas/logs.py); `schemas.logs.console()` shows them as the CLI does.
 
     Args:
       cfg: a validated TrainConfig.
-      log: where progress lines go.
 
     Returns:
       The TrainResult (its summary() is the final log line).
@@ -167,28 +169,28 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                           f"{n_train} windows of split {cfg.train_split!r}")
     strategy = select_strategy(cfg.strategy, cfg.collective_timeout)  # before any other TF op: multi-worker needs that
     role = worker_role(strategy)
-    log(cpu.chosen_line())
-    policy = configure_runtime(cfg, log)
+    log.info(cpu.chosen_line())
+    policy = configure_runtime(cfg)
     paths = RunPaths(cfg.workdir if role.is_chief else os.path.join(cfg.workdir, "workers", role.name))
     os.makedirs(paths.root, exist_ok=True)
     primary, mode = checkpoint_metric(task)
     monitor = f"val_{primary}" if val_split else primary
-    log(f"training {cfg.arch} on {cfg.data} ({task}, {n_train} windows, {steps} steps/epoch) with "
-        f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
+    log.info(f"training {cfg.arch} on {cfg.data} ({task}, {n_train} windows, {steps} steps/epoch) with "
+             f"{type(strategy).__name__} x{strategy.num_replicas_in_sync}, policy {policy}")
     decoded = decoded_bytes(meta, cfg.train_split) / 2 ** 20
-    log(f"input: {cfg.train_split} split decoded once and cached in memory ({decoded:.1f} MiB)"
-        if fits_cache(meta, cfg.train_split, cfg.cache_mb) else f"input: streamed from the shards ({decoded:.0f} MiB decoded is over "
-        f"cache_mb={cfg.cache_mb})")
+    log.info(f"input: {cfg.train_split} split decoded once and cached in memory ({decoded:.1f} MiB)"
+             if fits_cache(meta, cfg.train_split, cfg.cache_mb) else f"input: streamed from the shards ({decoded:.0f} MiB decoded is over "
+             f"cache_mb={cfg.cache_mb})")
 
     with strategy.scope():
-        model = compile_model(meta, cfg, steps * cfg.epochs, log)
+        model = compile_model(meta, cfg, steps * cfg.epochs)
     train_ds = split_dataset(cfg, meta, cfg.train_split, True, role)
     val_ds = split_dataset(cfg, meta, val_split, False, role) if val_split else None
     resuming = os.path.exists(os.path.join(paths.backup, "training_metadata.json"))
     if not resuming and os.path.exists(paths.best_weights):
         os.remove(paths.best_weights)  # an earlier run's best must not be exported for this one
     callbacks = make_callbacks(paths, monitor, mode, resuming, cfg.early_stopping_patience,
-                               "val_loss" if val_split else "loss", log)
+                               "val_loss" if val_split else "loss")
     started = time.perf_counter()
     try:
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
@@ -238,8 +240,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     return result
 
 
-def compile_model(meta: DatasetMetadata, cfg: TrainConfig, total_steps: int,
-                  log: Callable[[str], None]) -> keras.Model:
+def compile_model(meta: DatasetMetadata, cfg: TrainConfig, total_steps: int) -> keras.Model:
     """Builds and compiles the task model (call inside the strategy's scope)."""
     task = meta.target.task
     model = build_model(meta, cfg)
@@ -253,7 +254,7 @@ def compile_model(meta: DatasetMetadata, cfg: TrainConfig, total_steps: int,
                   loss=loss,
                   metrics=task_metrics(task), jit_compile=bool(cfg.jit))
     if cfg.warm_start:
-        warm_start(model, cfg.warm_start, log)
+        warm_start(model, cfg.warm_start)
     # Creating the optimizer's slots now, not inside the first traced step, spares the train
     # function a second trace (tf.function traces again after creating variables).
     model.optimizer.build(model.trainable_variables)
@@ -279,54 +280,14 @@ def split_dataset(cfg: TrainConfig, meta: DatasetMetadata, split: str, training:
     return ds
 
 
-def warm_start(model: keras.Model, path: str, log: Callable[[str], None]) -> None:
+def warm_start(model: keras.Model, path: str) -> None:
     """Loads the weights of an earlier model of the same architecture and window spec."""
     try:
         model.load_weights(path)
     except (ValueError, OSError, KeyError) as e:
         raise ConfigError(f"train config: warm_start={path!r} does not fit {model.name}: "
                           f"{str(e).splitlines()[0][:300]}") from None
-    log(f"warm-started from {path}")
-
-
-def model_card(cfg: TrainConfig, meta: DatasetMetadata, model, result: TrainResult, strategy,
-               policy: str, val_split: Optional[str]) -> dict:
-    """The model_card.json content."""
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    frames = meta.spec.frames
-    k = cfg.clip_length(frames)
-    return {
-        "architecture": cfg.arch,
-        "arch_config": cfg.to_dict()["arch_options"],
-        "task": meta.target.task,
-        "target": meta.target.to_dict(),
-        "parameters": result.parameters,
-        "trainable_parameters": trainable,
-        # What the backbone sees of each T-frame window: training draws a K-frame span at a
-        # random offset and stride; evaluation and serving crop span_start() at stride 1.
-        "clip": {"frames": frames, "clip_frames": k, "clip_strides": list(cfg.clip_strides),
-                 "eval_span": "last" if task_of(meta.target).target_frames else "centre",
-                 "eval_start": span_start(frames, k, meta.target.task)},
-        "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
-        "train_config": cfg.to_dict(),
-        "dataset": {"path": os.path.abspath(cfg.data), "fingerprint": meta.fingerprint,
-                    "spec": meta.spec.to_dict(),
-                    "windows": {s: meta.num_windows(s) for s in meta.splits}},
-        "final_metrics": {"split": val_split or cfg.train_split, **result.final_metrics},
-        "monitor": result.monitor,
-        "epochs_run": result.epochs_run,
-        "resumed_at_epoch": result.resumed_at,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "training_seconds": result.train_seconds,
-        "windows_per_second": result.windows_per_second,
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "dtype_policy": policy,
-        "clipforge_version": schemas.__version__,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    log.info(f"warm-started from {path}")
 
 
 def _first_line(error: Exception) -> str:

@@ -238,7 +238,7 @@ def write_report(path: str, metrics: dict, acc, card: dict, data_meta) -> str:
 
     Args:
       path: the file to write.
-      metrics: the dict `trainer.evaluate.evaluate` returns (`score`'s first item).
+      metrics: the dict `trainer.evaluation.evaluate` returns (`score`'s first item).
       acc: the metrics accumulator, for its bounded plot samples.
       card: the export's model_card.json.
       data_meta: the evaluated dataset's DatasetMetadata (fingerprint, dead-letter count).

@@ -17,8 +17,8 @@ from schemas.errors import SetupError, exits
 from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from schemas.tasks import task_of
-from trainer import metrics as mt
-from trainer.video_metrics import AGGREGATES, check_aggregate
+from trainer.evaluation import metrics as mt
+from trainer.evaluation.video_metrics import AGGREGATES, check_aggregate
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -315,7 +315,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     log.info("\n".join(summary_lines(metrics)))
     log.info(f"metrics: {path}")
     if config.report:
-        from trainer import report
+        from trainer.evaluation import report
         log.info(f"report:  {report.write_report(os.path.join(config.output, REPORT_FILE), metrics, acc, card, data_meta)}")
     return metrics
 

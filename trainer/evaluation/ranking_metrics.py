@@ -7,7 +7,8 @@ import numpy as np
 
 from schemas import features as fk
 from schemas.tasks import MULTILABEL_THRESHOLD
-from trainer.video_metrics import VideoValues, check_aggregate
+from trainer.evaluation.nan import nan_like
+from trainer.evaluation.video_metrics import VideoValues, check_aggregate
 
 GAP_TOP_K = 20
 PR_POINTS = 200  # points kept per class for the precision-recall plot
@@ -174,8 +175,7 @@ class RankingMetrics:
         base["video"] = {"videos": len(order), **ranking_report(v_truth, prior(len(order)), self.classes)}
         base["class_frequencies"] = {c: float(p) for c, p in zip(self.classes, self.prior)}
         if self.nonfinite:
-            from trainer.metrics import _nan_like
-            model = _nan_like(model)
+            model = nan_like(model)
         return {"model": model, "baseline": base}
 
     def pr_curves(self, max_points: int = PR_POINTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
