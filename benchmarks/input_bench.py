@@ -56,7 +56,7 @@ def run(workdir: str, batch: int = 16, epochs: int = 6) -> dict:
                       batch_size=batch).validate()
     times = {}
     for name, make in (("memory", lambda: memory), ("shards", shards), ("cached", cached)):
-        model = compile_model(meta, cfg, total_steps=epochs * (n // batch), log=lambda s: None)
+        model = compile_model(meta, cfg, total_steps=epochs * (n // batch))
         stamps = []
         cb = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: stamps.append(time.perf_counter()))
         start = time.perf_counter()
@@ -97,7 +97,7 @@ def run_clip(workdir: str, clip_frames: int = 3, clip_strides: tuple[int, ...] =
                       batch_size=batch, clip_frames=clip_frames, clip_strides=clip_strides).validate()
     times = {}
     for name, make in (("memory", lambda: memory), ("spans", spans)):
-        model = compile_model(meta, cfg, total_steps=epochs * (n // batch), log=lambda s: None)
+        model = compile_model(meta, cfg, total_steps=epochs * (n // batch))
         stamps = []
         cb = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: stamps.append(time.perf_counter()))
         model.fit(make(), epochs=epochs, verbose=0, callbacks=[cb])

@@ -106,7 +106,7 @@ def test_model_sees_only_the_centre_span_and_card_records_it(data, tmp_path):
     d = data["regression"]
     cfg = TrainConfig(data=d, workdir=str(tmp_path), **smoke("conv3d", filters=(4,)), clip_frames=K,
                       clip_strides=(1, 2)).validate()
-    result = train(cfg, log=lambda line: None)
+    result = train(cfg)
     with open(os.path.join(result.export_dir, MODEL_CARD_FILE)) as f:
         card = json.load(f)
     start = (T - K) // 2

@@ -78,16 +78,18 @@ def test_summary_marks_missing_flags():
         assert (f"-{flag}" in summary) == (flag not in flags)
 
 
-def test_mixed_precision_falls_back_to_float32_without_bf16_units(monkeypatch):
+def test_mixed_precision_falls_back_to_float32_without_bf16_units(monkeypatch, capsys):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    from schemas.logs import console
     from trainer.train import precision_policy
-    lines = []
-    assert precision_policy(False, lines.append) == "float32" and not lines
-    assert precision_policy(True, lines.append, flags=frozenset({"avx2", "fma"})) == "float32"
+    console()
+    capsys.readouterr()
+    assert precision_policy(False) == "float32" and capsys.readouterr().err == ""
+    assert precision_policy(True, flags=frozenset({"avx2", "fma"})) == "float32"
+    lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "no native bfloat16" in lines[0] and "float32" in lines[0]
-    assert precision_policy(True, lines.append, flags=frozenset({"avx2", "amx_bf16"})) == \
-        "mixed_bfloat16"
-    assert len(lines) == 1
+    assert precision_policy(True, flags=frozenset({"avx2", "amx_bf16"})) == "mixed_bfloat16"
+    assert capsys.readouterr().err == ""
 
 
 def test_flops_of_known_layers():
