@@ -1,5 +1,4 @@
-"""predict's Beam transforms: RunInference on an export (PredictWindows), the Parquet sinks
-(WritePredictions) and the drift check (CompareDrift), with the row schemas they write."""
+"""predict's transforms: RunInference on an export, the Parquet sinks and the drift check, with their row schemas."""
 from __future__ import annotations
 
 import io
