@@ -97,7 +97,7 @@ def decode_next(t, feats: dict, decode_frames):
 
 
 # ------------------------------------------------------------------ predict's Parquet rows (numpy)
-# Column kinds: int64 | float64 | string | list_float64 | list_string (pipelines/predict.py maps them).
+# Column kinds: int64 | float64 | string | list_float64 | list_string (pipelines/predict/transforms.py maps them).
 
 def reg_window_columns(t):
     return [(f"pred_{n}", "float64") for n in t.outputs]

@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.runners.options import local_runner
 from pipelines.inputs import VideoRef
 from pipelines.sources import DEAD_LETTER, ReadVideos
-from pipelines.predict_windows import DecodeWindows
+from pipelines.predict.windows import DecodeWindows
 from pipelines.dead_letters import WriteDeadLetter
 from schemas.spec import WindowSpec
 from tests import videos

@@ -9,7 +9,7 @@ from pipelines.inputs import VideoRef
 from pipelines.ingest.labels import VideoLabels
 from pipelines.dead_letters import DeadLetter
 from pipelines.ingest.engine import VideoJob
-from pipelines.predict_windows import video_windows
+from pipelines.predict.windows import video_windows
 from pipelines.ingest.split import assign_split, split_point
 from pipelines.ingest.stats import VideoSummary
 from pipelines.windows import count_windows, iter_windows

@@ -217,8 +217,8 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     from pipelines.signals import VideoSignals
     from pipelines.probe import ProbeLimits
     from pipelines.streams import plan_decode
-    from pipelines.predict_windows import video_windows
-    from pipelines.predict_windows import DecodeWindows
+    from pipelines.predict.windows import video_windows
+    from pipelines.predict.windows import DecodeWindows
     from pipelines.sources import ReadVideos
 
     def key(w):
@@ -246,7 +246,7 @@ def test_a_failed_segment_is_dead_lettered_by_name(clips, tmp_path):
     from pipelines.probe import ProbeLimits
     from pipelines.dead_letters import DeadLetter
     from pipelines.streams import plan_decode
-    from pipelines.predict_windows import video_windows
+    from pipelines.predict.windows import video_windows
     segments = list(plan_decode(ref(clips, "ffv1_10fps.mkv"), SPEC, 2, 60, ProbeLimits(), SEGMENT_SECONDS))
     gone = str(tmp_path / "gone.mkv")  # the file vanished between planning and decoding
     seg = dataclasses.replace(segments[3], ref=VideoRef(gone, "ffv1_10fps.mkv"))

@@ -10,7 +10,6 @@ from pipelines.decode import RESIZE_MODES
 from pipelines.decoder import DECODER_ENV, DECODERS, default_decoder
 from pipelines.probe import DEFAULT_FORMATS, DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS
 from schemas.configs import ConfigError, from_mapping, load_yaml
-from schemas.errors import SetupError  # noqa: F401  (raised here; importers take it from here too)
 from schemas.metadata import COMPRESSIONS
 from schemas.spec import ENCODINGS, TASKS, SpecError, TargetSpec, WindowSpec
 from schemas.tasks import choices_help, task_of

@@ -13,18 +13,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import drift
 from pipelines import staging as out_dir
-from pipelines import predict_report
+from pipelines.predict import report as predict_report
 from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
 from schemas.errors import SetupError
 from pipelines.decoder import default_decoder, resolve
 from pipelines.inputs import VideoRef, list_videos, split_duplicates
-from pipelines.predict_config import PredictConfig, build_parser, parse_config  # noqa: F401 - the stage's names
-from pipelines.predict_transforms import (FRAMES_DIR, VIDEOS_FILE, WINDOWS_DIR,  # noqa: F401 - the stage's names
-                                          CompareDrift, PredictWindows, WritePredictions, video_schema,
-                                          window_schema)
+from pipelines.predict.config import PredictConfig, parse_config
+from pipelines.predict.transforms import VIDEOS_FILE, WINDOWS_DIR, CompareDrift, PredictWindows, WritePredictions
 from pipelines.probe import ProbeLimits
 from pipelines.sources import DEAD_LETTER, SIGNALS, WINDOW, ReadVideos
-from pipelines.predict_windows import DecodeWindows
+from pipelines.predict.windows import DecodeWindows
 from pipelines.dead_letters import WriteDeadLetter
 from schemas.errors import exits
 from schemas.export import EMBED_SIGNATURE, load_export_metadata

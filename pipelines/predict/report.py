@@ -127,7 +127,7 @@ def write_report(output_dir: str, target, card: dict, meta, videos_read: int, ma
     import matplotlib
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import pyarrow.parquet as pq
-    from pipelines.predict_transforms import WINDOWS_DIR  # it imports this module
+    from pipelines.predict.transforms import WINDOWS_DIR  # it imports this module
     windows_dir = os.path.join(output_dir, WINDOWS_DIR)
     rows = pq.read_table(windows_dir).to_pylist() if os.listdir(windows_dir) else []
     by_video: dict[str, list[dict]] = collections.defaultdict(list)

@@ -11,8 +11,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from pipelines import drift
-from pipelines.predict_report import anomaly_scores
-from pipelines.predict_windows import VideoWindow
+from pipelines.predict.report import anomaly_scores
+from pipelines.predict.windows import VideoWindow
 from pipelines.signals import combine as signals_row
 from schemas.export import EMBED_SIGNATURE, EMBEDDING, PREDICTION, SERVING_SIGNATURE
 from schemas.spec import TargetSpec
