@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from schemas.codec import RecordCodec, RecordError
 from schemas.errors import ClipforgeError, exits
+from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from schemas.tfrecord import CorruptRecordError, iter_records
+
+log = get_logger(__name__)
 
 
 def validate_shard(path: str, codec: RecordCodec, compression: str, expected: int,
@@ -92,12 +94,12 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--no-decode", action="store_true", help="check framing, CRCs and counts only")
     args = parser.parse_args(argv)
     start = time.time()
-    print(f"validating {args.dataset}")
+    log.info(f"validating {args.dataset}")
     try:  # a missing or unreadable metadata.json is a wrong path: SetupError (exit 2)
         problems = validate_dataset(args.dataset, args.split, decode=not args.no_decode)
     except KeyError as e:  # a metadata.json without a field it must have: a broken dataset
         raise ClipforgeError(f"{args.dataset}/metadata.json has no {e.args[0]!r}") from None
     for p in problems:
-        print(f"PROBLEM {p}", file=sys.stderr)
-    print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {time.time() - start:.1f}s")
+        log.error(f"PROBLEM {p}")
+    log.info(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {time.time() - start:.1f}s")
     return 1 if problems else 0

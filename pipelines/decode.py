@@ -7,12 +7,11 @@ from typing import Iterator, Optional
 import ffmpeg
 import numpy as np
 
-from pipelines.probe import (DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError, VideoInfo,
-                             file_arg, header_info)
+from pipelines.decoder import Decoder, default_decoder, resolve
+from pipelines.probe import (DEFAULT_FORMATS, DEFAULT_LIMITS, PROTOCOL_WHITELIST, ProbeLimits, VideoError,
+                             VideoInfo, file_arg, header_info)
 from pipelines.subprocess_guard import ToolProcess
 from schemas.spec import WindowSpec
-
-from pipelines.decoder import Decoder, default_decoder, resolve
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 PIX_FMTS = {1: "gray", 3: "rgb24"}

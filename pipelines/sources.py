@@ -10,7 +10,6 @@ from apache_beam.metrics import Metrics
 from pipelines.decoder import DecoderError, resolve
 from pipelines.inputs import VideoRef
 
-
 RECORD, WINDOW, SUMMARY, DEAD_LETTER = "records", "windows", "summary", "dead_letter"
 
 

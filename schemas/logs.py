@@ -12,6 +12,9 @@ import logging
 import sys
 
 ROOT = "clipforge"
+# `log.info(line, extra=PROGRESS)`: a progress line, shown on stderr so stdout keeps the summaries
+# (`clipforge ingest > summary.txt` still shows progress on the terminal).
+PROGRESS = {"progress": True}
 # Third-party warnings that are wrong for clipforge, dropped from the console: it uses no BigQuery,
 # it frames TFRecord shards itself (schemas/tfrecord.py, CRC32C from google-crc32c), and Beam's
 # RunInference only loses a memory metric when its optional ModelManager cannot be imported.
@@ -24,7 +27,8 @@ def get_logger(name: str) -> logging.Logger:
 
 
 class _Console(logging.Handler):
-    """Writes a record's message alone: INFO and below to stdout, WARNING and above to stderr.
+    """Writes a record's message alone: INFO and below to stdout, WARNING and above (and progress
+    lines, logged with `extra=PROGRESS`) to stderr.
 
     The streams are looked up at each record, not kept, so output follows `sys.stdout`/`sys.stderr`
     when something (pytest's capsys, a caller's redirect_stdout) replaces them.
@@ -32,7 +36,8 @@ class _Console(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            to_stderr = record.levelno >= logging.WARNING or getattr(record, "progress", False)
+            stream = sys.stderr if to_stderr else sys.stdout
             stream.write(self.format(record) + "\n")
             stream.flush()
         except Exception:  # noqa: BLE001 - logging must never end the run (logging.Handler's contract)

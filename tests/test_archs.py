@@ -9,8 +9,8 @@ import tensorflow as tf
 from schemas import example_proto as ex
 from schemas import features as fk
 from schemas.codec import RecordCodec
-from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_SIGNATURE, KERAS_FILE,
-                            MODEL_CARD_FILE, PREDICTION, SERVING_SIGNATURE, check_export_dir)
+from schemas.export import (EMBED_SIGNATURE, EMBEDDING, EXAMPLES_SIGNATURE, KERAS_FILE, MODEL_CARD_FILE,
+                            PREDICTION, SERVING_SIGNATURE, check_export_dir)
 from schemas.metadata import DatasetMetadata
 from schemas.tasks import NAMES, TASKS
 from tests.datasets import make_dataset

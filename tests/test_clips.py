@@ -102,6 +102,7 @@ def test_clip_settings_are_checked_against_the_dataset(data):
 
 def test_model_sees_only_the_centre_span_and_card_records_it(data, tmp_path):
     import tensorflow as tf
+
     from trainer.train import train
     d = data["regression"]
     cfg = TrainConfig(data=d, workdir=str(tmp_path), **smoke("conv3d", filters=(4,)), clip_frames=K,

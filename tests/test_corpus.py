@@ -8,8 +8,8 @@ import os
 import pytest
 
 from pipelines.ingest import run
-from pipelines.inputs import list_videos
 from pipelines.ingest.split import split_of
+from pipelines.inputs import list_videos
 from schemas.metadata import DatasetMetadata
 from tests import videos
 from tests.helpers import read_dataset

@@ -7,14 +7,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.runners.options import create_pipeline
-from pipelines.inputs import VideoRef
 from pipelines.ingest.engine import VideoJob, plan_video
+from pipelines.inputs import VideoRef
+from pipelines.runners.options import create_pipeline
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from tests import videos
-from tests.helpers import read_dataset
-from tests.helpers import ingest
+from tests.helpers import ingest, read_dataset
 
 distributed = pytest.importorskip("distributed")
 

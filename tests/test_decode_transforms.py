@@ -3,11 +3,11 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.runners.options import local_runner
-from pipelines.inputs import VideoRef
-from pipelines.sources import DEAD_LETTER, ReadVideos
-from pipelines.predict.windows import DecodeWindows
 from pipelines.dead_letters import WriteDeadLetter
+from pipelines.inputs import VideoRef
+from pipelines.predict.windows import DecodeWindows
+from pipelines.runners.options import local_runner
+from pipelines.sources import DEAD_LETTER, ReadVideos
 from schemas.spec import WindowSpec
 from tests import videos
 

@@ -37,7 +37,6 @@ TF_CONFIG = DEPLOY / "k8s" / "tf_config.py"
 sys.path.insert(0, str(DEPLOY / "dataflow"))
 import flex_main  # noqa: E402  (deploy/dataflow is not a package: it is copied into the launcher image)
 
-
 # ---------------------------------------------------------------- helpers
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:

@@ -12,8 +12,7 @@ from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
 from tests.helpers import unexplained_flags
-from trainer.evaluation import report
-from trainer.evaluation import build_parser
+from trainer.evaluation import build_parser, report
 
 SPEC = WindowSpec(frames=3, stride=2, fps=5.0, height=12, width=14, channels=1, encoding="png")
 RGB_SPEC = WindowSpec(frames=3, stride=1, fps=5.0, height=12, width=12, channels=3, encoding="raw")

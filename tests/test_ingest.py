@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tfrecord_lite
 
-from pipelines.ingest.config import parse_config
 from pipelines.ingest import dataset_fingerprint
+from pipelines.ingest.config import parse_config
 from pipelines.ingest.split import assign_split
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata

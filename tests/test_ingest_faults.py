@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from pipelines.inputs import VideoRef
 from pipelines.dead_letters import DeadLetter
 from pipelines.ingest.engine import VideoJob
 from pipelines.ingest.stats import VideoSummary
+from pipelines.inputs import VideoRef
 from pipelines.windows import count_windows
 from schemas.metadata import DatasetMetadata, MissingMetadataError
 from schemas.spec import TargetSpec, WindowSpec

@@ -3,13 +3,13 @@ import os
 
 import pytest
 
-from schemas.errors import SetupError
 from pipelines import staging as staging_dir
 from pipelines.ingest import dataset_dir as output
 from pipelines.ingest.dataset_dir import MAX_SHARD_BYTES, estimate_num_shards
 from pipelines.staging import prepare_output, publish
-from schemas.spec import WindowSpec
 from schemas import tfrecord
+from schemas.errors import SetupError
+from schemas.spec import WindowSpec
 from schemas.tfrecord import CorruptRecordError, write_records
 
 

@@ -6,12 +6,11 @@ import shutil
 
 import pytest
 
-from pipelines.ingest.config import parse_config
 from pipelines.ingest import run
+from pipelines.ingest.config import parse_config
 from schemas.metadata import DatasetMetadata
-from tests.helpers import unexplained_flags
 from tests import videos
-from tests.helpers import cli
+from tests.helpers import cli, unexplained_flags
 
 FLAGS = ["--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray"]
 

@@ -5,13 +5,13 @@ import weakref
 import numpy as np
 import pytest
 
-from pipelines.inputs import VideoRef
-from pipelines.ingest.labels import VideoLabels
 from pipelines.dead_letters import DeadLetter
 from pipelines.ingest.engine import VideoJob
-from pipelines.predict.windows import video_windows
+from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.split import assign_split, split_point
 from pipelines.ingest.stats import VideoSummary
+from pipelines.inputs import VideoRef
+from pipelines.predict.windows import video_windows
 from pipelines.windows import count_windows, iter_windows
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec

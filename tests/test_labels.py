@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import SetupError
 from pipelines.ingest.labels import load_labels
+from schemas.errors import SetupError
 
 
 def write_csv(tmp_path, text, name="labels.csv"):

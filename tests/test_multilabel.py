@@ -4,11 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.errors import SetupError
 from pipelines.ingest.labels import check_training_classes, load_labels
 from pipelines.predict import video_schema, window_schema
 from schemas import features as fk
 from schemas.codec import RecordCodec, RecordError
+from schemas.errors import SetupError
 from schemas.spec import TargetSpec, WindowSpec
 from schemas.tasks import MULTILABEL, NEXT_FRAME, task_of
 from trainer.evaluation import metrics as mt

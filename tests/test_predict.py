@@ -96,6 +96,7 @@ def _records(data: str):
 def test_predict_matches_the_savedmodel_called_directly(corpus):
     """The Beam path prepares windows exactly as ingest did: same inputs, same predictions."""
     import tensorflow as tf
+
     from schemas.metadata import DatasetMetadata
     _, model = _train(corpus, "classification")
     out = str(corpus / "pred_all")
@@ -242,6 +243,7 @@ def test_predict_reads_frame_folders_as_ingest_does(corpus, tmp_path, capsys):
     """--frame-folders --source-fps: a folder of images is one video, decoded by the same code as at ingest;
     its rows equal those of the same frames as a (lossless) video file."""
     from PIL import Image
+
     from tests.videos import index_frames, write_frames
     _, model = _train(corpus, "next_frame")
     frames = index_frames(10, 32, 32, 1)

@@ -14,10 +14,11 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import drift, ingest, signals
-from pipelines.runners.options import local_runner
 from pipelines.predict import PredictConfig, predict
-from pipelines.predict.transforms import VIDEOS_FILE, WINDOWS_DIR, CompareDrift, PredictWindows, WritePredictions
+from pipelines.predict.transforms import (VIDEOS_FILE, WINDOWS_DIR, CompareDrift, PredictWindows,
+                                          WritePredictions)
 from pipelines.predict.windows import VideoWindow
+from pipelines.runners.options import local_runner
 from schemas.export import load_export_metadata
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec

@@ -8,16 +8,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipelines.inputs import VideoRef
-from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.engine import SegmentResult, VideoJob, finish_video, plan_video, process_segment
-from pipelines.segments import Segment, plan_segments
+from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.stats import VideoSummary
+from pipelines.inputs import VideoRef
+from pipelines.segments import Segment, plan_segments
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
-from tests.helpers import decode_all, process_video, read_dataset
-from tests.helpers import ingest
+from tests.helpers import decode_all, ingest, process_video, read_dataset
 
 # Frame i of a barcode clip shows the 12 bits of i as a 4x3 grid of black/white 4x4-pixel blocks:
 # any frame of a decode at the same size says which source frame it is.
@@ -213,13 +212,12 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
     from apache_beam.testing import test_pipeline
     from apache_beam.testing.util import assert_that, equal_to
 
+    from pipelines.predict.windows import DecodeWindows, video_windows
+    from pipelines.probe import ProbeLimits
     from pipelines.runners.options import local_runner
     from pipelines.signals import VideoSignals
-    from pipelines.probe import ProbeLimits
-    from pipelines.streams import plan_decode
-    from pipelines.predict.windows import video_windows
-    from pipelines.predict.windows import DecodeWindows
     from pipelines.sources import ReadVideos
+    from pipelines.streams import plan_decode
 
     def key(w):
         return w.video_id, w.start_frame, w.frames.tobytes(), w.next_frames.tobytes()
@@ -243,10 +241,10 @@ def test_predict_windows_of_segments_are_those_of_a_whole_decode(clips):
 
 
 def test_a_failed_segment_is_dead_lettered_by_name(clips, tmp_path):
-    from pipelines.probe import ProbeLimits
     from pipelines.dead_letters import DeadLetter
-    from pipelines.streams import plan_decode
     from pipelines.predict.windows import video_windows
+    from pipelines.probe import ProbeLimits
+    from pipelines.streams import plan_decode
     segments = list(plan_decode(ref(clips, "ffv1_10fps.mkv"), SPEC, 2, 60, ProbeLimits(), SEGMENT_SECONDS))
     gone = str(tmp_path / "gone.mkv")  # the file vanished between planning and decoding
     seg = dataclasses.replace(segments[3], ref=VideoRef(gone, "ffv1_10fps.mkv"))

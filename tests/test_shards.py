@@ -8,9 +8,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines.runners.options import local_runner
 from pipelines.ingest.dataset_dir import PARTS_DIR, concat_parts, list_shards, remove_beam_temp
 from pipelines.ingest.transforms import WriteShards
+from pipelines.runners.options import local_runner
 from schemas.tfrecord import iter_records, write_records
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from pipelines import ingest
 from pipelines.ingest.config import parse_config
-from pipelines.inputs import VideoRef
-from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.engine import VideoJob
+from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.stats import VideoSummary
+from pipelines.inputs import VideoRef
 from pipelines.windows import iter_windows, padded_frames
 from schemas import example_proto as ex
 from schemas import features as fk

@@ -104,6 +104,7 @@ def test_corrupt_shard_is_named(tmp_path, capsys):
 
 def test_mixed_precision_keeps_float32_outputs(data, tmp_path, capsys):
     import tensorflow as tf
+
     from schemas.logs import console
     from trainer.config import TrainConfig
     from trainer.train import train
@@ -199,9 +200,10 @@ def test_killed_run_resumes_from_backup(data, tmp_path):
 @pytest.mark.filterwarnings("ignore:Skipping nested container")  # the refused, mismatched load
 def test_warm_start_loads_an_export_and_refuses_another_arch(data, tmp_path, capsys):
     import keras
+
+    from schemas.configs import ConfigError
     from schemas.export import KERAS_FILE
     from schemas.logs import console
-    from schemas.configs import ConfigError
     from trainer.config import TrainConfig
     from trainer.heads import build_model
     from trainer.train import train, warm_start

@@ -1,4 +1,4 @@
-"""Each ingest PTransform on its own (TestPipeline + Create + assert_that), and ingest through build_pipeline."""
+"""Each ingest PTransform on its own (TestPipeline + Create + assert_that), and ingest() on a TestPipeline."""
 from __future__ import annotations
 
 import json
@@ -11,15 +11,13 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import ingest
-from pipelines.runners.options import local_runner
+from pipelines.dead_letters import DeadLetter, WriteDeadLetter
 from pipelines.ingest.config import parse_config
-from pipelines.inputs import VideoRef
-from pipelines.staging import publish
-from pipelines.dead_letters import DeadLetter
 from pipelines.ingest.engine import VideoJob
 from pipelines.ingest.stats import VideoSummary
 from pipelines.ingest.transforms import MakeRecords, WriteMetadata
-from pipelines.dead_letters import WriteDeadLetter
+from pipelines.inputs import VideoRef
+from pipelines.runners.options import local_runner
 from pipelines.windows import count_windows
 from schemas.codec import RecordCodec
 from schemas.metadata import DatasetMetadata
@@ -90,7 +88,7 @@ def test_write_metadata_counts_the_shards_on_disk_and_sums_the_video_stats(tmp_p
     assert meta.stats["pixel_std"] == pytest.approx([np.sqrt(20 / 8 - 1)])
 
 
-def test_ingest_runs_through_build_pipeline_on_a_test_pipeline(tmp_path):
+def test_ingest_runs_through_its_library_entry_point_on_a_test_pipeline(tmp_path):
     clips = tmp_path / "videos"
     clips.mkdir()
     for name, n in (("a.mkv", 8), ("b.mkv", 6)):
@@ -98,10 +96,8 @@ def test_ingest_runs_through_build_pipeline_on_a_test_pipeline(tmp_path):
     config, _ = parse_config(["--input", str(clips), "--output", str(tmp_path / "ds"), "--task", "next_frame",
                               "--frames", "4", "--stride", "2", "--fps", "10", "--size", "16x16", "--color", "gray",
                               "--splits", "1"])
-    plan = ingest.prepare(config)
-    with pipeline() as p:
-        ingest.build_pipeline(p, plan)
-    publish(plan.staging)
+    meta = ingest.ingest(config, pipeline=pipeline())
+    assert meta.splits["train"]["windows"] == 3 and meta.splits["train"]["videos"] == 2
     data = read_dataset(str(tmp_path / "ds"))
     starts = sorted((r["video_id"], r["start_frame"]) for r in data["train"])
     assert starts == [("a.mkv", s) for s in (0, 2)] + [("b.mkv", 0)]

@@ -11,6 +11,7 @@ The stage (`job.py`: `ingest(config, pipeline=None, options=None)`, `run(argv)`)
   append, append_store, retarget
               `--append`: decode only what the manifest does not know
 """
-from pipelines.ingest.job import IngestPlan, build_pipeline, dataset_fingerprint, ingest, prepare, run, summary
+from pipelines.ingest.job import (IngestPlan, build_pipeline, dataset_fingerprint, ingest, prepare, run,
+                                  summary)
 
 __all__ = ["IngestPlan", "build_pipeline", "dataset_fingerprint", "ingest", "prepare", "run", "summary"]

@@ -23,8 +23,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from pipelines import staging as staging_dir
-from pipelines.ingest import dataset_dir as out_dir
 from pipelines.drift import DRIFT_FILE, DRIFT_REFERENCE_FILE
+from pipelines.ingest import dataset_dir as out_dir
 from pipelines.ingest.manifest import MANIFEST_FILE, write_manifest
 from schemas.example_proto import parse_example
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata

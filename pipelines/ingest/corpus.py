@@ -10,9 +10,11 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.errors import SetupError
+from pipelines.ingest.join import join_ids
+from pipelines.ingest.label_columns import normalize_id
+from pipelines.ingest.labels import LabelTable, VideoLabels
 from pipelines.inputs import VideoRef
-from pipelines.ingest.labels import LabelTable, VideoLabels, join_ids, normalize_id
+from schemas.errors import SetupError
 
 HASH_CHUNK = 1 << 20
 

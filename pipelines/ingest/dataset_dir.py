@@ -11,9 +11,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.ingest.stats import DatasetStats
+from schemas import tfrecord
 from schemas.metadata import DEAD_LETTER_FILE, METADATA_FILE, DatasetMetadata
 from schemas.spec import TargetSpec, WindowSpec
-from schemas import tfrecord
 
 SHARD_PREFIX = "part"
 PARTS_DIR = "beam-temp-parts"  # per-bundle part files, joined into shards, then removed

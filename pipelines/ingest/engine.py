@@ -5,21 +5,18 @@ import dataclasses
 import itertools
 from typing import Iterator, Optional, Union
 
-
 from pipelines.dead_letters import DeadLetter
-from pipelines.streams import plan_decode, segment_stream, too_short
-
 from pipelines.decoder import default_decoder, resolve
-from pipelines.inputs import VideoRef, local_file
 from pipelines.frames import folder_source_fps
 from pipelines.ingest.labels import VideoLabels
 from pipelines.ingest.leakage import FileHasher, SignatureWatcher, signature_step
-from pipelines.probe import ProbeLimits, VideoError
-from pipelines.signals import FrameSignals
-from pipelines.segments import (EdgeDigests, Segment, boundary_problem, shared_frames_end)
-from pipelines.ingest.stats import merge_summaries
 from pipelines.ingest.split import split_of
-from pipelines.ingest.stats import VideoStatsAccumulator, VideoSummary
+from pipelines.ingest.stats import VideoStatsAccumulator, VideoSummary, merge_summaries
+from pipelines.inputs import VideoRef, local_file
+from pipelines.probe import ProbeLimits, VideoError
+from pipelines.segments import EdgeDigests, Segment, boundary_problem, shared_frames_end
+from pipelines.signals import FrameSignals
+from pipelines.streams import plan_decode, segment_stream, too_short
 from pipelines.windows import iter_windows, padded_frames
 from schemas.codec import RecordCodec
 from schemas.spec import TargetSpec, WindowSpec

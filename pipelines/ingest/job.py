@@ -11,27 +11,28 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import staging as staging_dir
-from pipelines.ingest import dataset_dir as out_dir
-from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
-from pipelines.ingest import corpus
-from pipelines.ingest.config import SPLIT_NAMES, IngestConfig, parse_config
-from pipelines.decoder import Decoder, resolve
-from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
+from pipelines.dead_letters import DeadLetter, WriteDeadLetter
 from pipelines.decode import ffmpeg_args
+from pipelines.decoder import Decoder, resolve
 from pipelines.drift import dataset_lines as drift_lines
-from pipelines.ingest.labels import CLASS_SEPARATOR, check_training_classes, load_labels, rekey
+from pipelines.ingest import corpus
+from pipelines.ingest import dataset_dir as out_dir
+from pipelines.ingest.config import SPLIT_NAMES, IngestConfig, parse_config
+from pipelines.ingest.engine import VideoJob
+from pipelines.ingest.join import rekey
+from pipelines.ingest.label_columns import CLASS_SEPARATOR
+from pipelines.ingest.labels import check_training_classes, load_labels
 from pipelines.ingest.leakage import summary_line as leakage_line
 from pipelines.ingest.manifest import dead_row, filter_graph, label_hash, provenance, summary_row
-from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.dead_letters import DeadLetter
-from pipelines.ingest.engine import VideoJob
-from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
 from pipelines.ingest.transforms import MakeRecords, WriteMetadata, WriteShards
-from pipelines.dead_letters import WriteDeadLetter
+from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
+from pipelines.probe import ProbeLimits, VideoError, probe_video
+from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
 from schemas.errors import exits
 from schemas.logs import get_logger
-from schemas.tasks import task_of
 from schemas.metadata import DatasetMetadata
+from schemas.tasks import task_of
 
 # Probing a few videos before the run estimates the corpus length for automatic shard counts.
 SHARD_SAMPLE = 8
@@ -101,12 +102,12 @@ def prepare(config: IngestConfig) -> IngestPlan:
     classes, labels, table = (), None, None
     if config.labels_from_folders:
         table = corpus.folder_labels(videos)
-        print(f"labels: {len(table.classes)} classes from folders: {', '.join(table.classes[:8])}"
-              + (", ..." if len(table.classes) > 8 else ""))
+        log.info(f"labels: {len(table.classes)} classes from folders: {', '.join(table.classes[:8])}"
+                 + (", ..." if len(table.classes) > 8 else ""))
     elif config.labels:
         table = rekey(load_labels(config.labels, config.task, config.target_columns, config.label_column), videos)
-        print(f"labels: {table.shape} rows of {len(table.videos)} videos joined on {table.join_column!r}"
-              + (f"; ignoring column(s) {table.ignored}" if table.ignored else ""))
+        log.info(f"labels: {table.shape} rows of {len(table.videos)} videos joined on {table.join_column!r}"
+                 + (f"; ignoring column(s) {table.ignored}" if table.ignored else ""))
     if table is not None:
         classes, labels = table.classes, table.videos
     assigned = dict(table.splits) if table is not None else {}

@@ -7,6 +7,7 @@ from typing import Optional, Union
 import numpy as np
 import pyarrow as pa
 
+from pipelines.ingest.label_columns import class_order, class_sets, normalize_id, numbers, read_table, strings
 from schemas.errors import SetupError
 from schemas.tasks import TASKS, task_of
 
@@ -16,7 +17,6 @@ FPS_COLUMN = "fps"  # optional, frame folders: the rate a folder's frames were t
 SPLIT_VALUES = ("train", "validation", "test")
 SHAPES = ("video", "segments", "series")
 Target = Union[np.ndarray, int]  # regression (D,) float64, a class index, or a class set's indices
-CLASS_SEPARATOR = ";"  # multilabel cells: class names separated by it; an empty cell is no class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,84 +106,6 @@ class LabelTable:
     fps: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def _read_table(path: str, string_columns: list[str]) -> pa.Table:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        with FileSystems.open(path) as f:
-            data = f.read()
-    except Exception as e:  # noqa: BLE001 - any filesystem's "cannot open" becomes one message
-        raise SetupError(f"cannot read labels file {path}: {e}") from None
-    try:
-        if data[:4] == b"PAR1":
-            return pq.read_table(pa.BufferReader(data))
-        opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns})
-        return pcsv.read_csv(pa.BufferReader(data), convert_options=opts)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-        raise SetupError(f"labels file {path} is not readable CSV or Parquet: {e}") from None
-
-
-def _numbers(table: pa.Table, name: str, path: str, allow_empty: bool) -> np.ndarray:
-    """A column as float64; raises SetupError naming the first row that is not a number."""
-    col = table[name]
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
-        arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    else:
-        values = col.to_pylist()
-        arr = np.empty(len(values), np.float64)
-        for i, v in enumerate(values):
-            try:
-                if isinstance(v, bool):
-                    raise TypeError
-                arr[i] = np.nan if v is None or v == "" else float(v)
-            except (TypeError, ValueError):
-                raise SetupError(f"labels file {path} row {i + 1}: column {name!r} holds {v!r}, "
-                                 f"expected a number") from None
-    if not allow_empty:
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise SetupError(f"labels file {path} row {bad[0] + 1}: column {name!r} is "
-                             f"{table[name][int(bad[0])].as_py()!r}, expected a finite number of seconds")
-    return arr
-
-
-def _strings(table: pa.Table, name: str, path: str) -> list[str]:
-    values = table[name].cast(pa.string()).to_pylist()
-    for i, v in enumerate(values):
-        if v is None or v == "":
-            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} is empty")
-    return values
-
-
-def _class_order(names: set[str]) -> tuple[str, ...]:
-    try:
-        return tuple(sorted(names, key=int))
-    except ValueError:
-        return tuple(sorted(names))
-
-
-def _class_sets(table: pa.Table, name: str, path: str) -> list[list[str]]:
-    """A column of `;`-separated class names as lists; raises SetupError naming a bad row."""
-    out = []
-    for i, v in enumerate(table[name].to_pylist()):
-        if v is None:
-            out.append([])
-            continue
-        if not isinstance(v, str):
-            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} holds {v!r}, expected class "
-                             f"names separated by {CLASS_SEPARATOR!r} (or an empty cell for no class)")
-        if not v.strip():
-            out.append([])
-            continue
-        names = [n.strip() for n in v.split(CLASS_SEPARATOR)]
-        if any(not n for n in names):
-            raise SetupError(f"labels file {path} row {i + 1}: column {name!r} is {v!r}: a class name is empty "
-                             f"after trimming (class names separated by {CLASS_SEPARATOR!r})")
-        out.append(sorted(set(names)))
-    return out
-
-
 def check_training_classes(table: "LabelTable", split_of, present: set, train: str = "train") -> None:
     """Refuses a class set naming a class that no training video holds (the model could not learn it).
 
@@ -226,7 +148,7 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         row (or overlapping segments), naming the file, column and row (rows count from 1,
         header excluded).
     """
-    table = _read_table(path, list(JOIN_COLUMNS) + [label_column])
+    table = read_table(path, list(JOIN_COLUMNS) + [label_column])
     cols = table.column_names
     join = next((c for c in JOIN_COLUMNS if c in cols), None)
     if join is None:
@@ -249,12 +171,12 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
     ignored = [c for c in cols if c not in [join, *needed, *keys, SPLIT_COLUMN, GROUP_COLUMN, FPS_COLUMN]
                and c not in JOIN_COLUMNS]
 
-    ids = [normalize_id(v) for v in _strings(table, join, path)]
+    ids = [normalize_id(v) for v in strings(table, join, path)]
     classes: tuple[str, ...] = ()
     if row.label_kind == "numbers":
-        values = np.stack([_numbers(table, c, path, allow_empty=True) for c in target_columns], axis=1)
+        values = np.stack([numbers(table, c, path, allow_empty=True) for c in target_columns], axis=1)
     elif row.label_kind == "class_set":
-        sets = _class_sets(table, label_column, path)
+        sets = class_sets(table, label_column, path)
         classes = tuple(sorted({n for names in sets for n in names}))
         if not classes:
             raise SetupError(f"labels file {path}: column {label_column!r} names no class in any row; "
@@ -264,14 +186,14 @@ def load_labels(path: str, task: str, target_columns: tuple[str, ...], label_col
         for r, names in enumerate(sets):
             values[r, [index[n] for n in names]] = True
     else:
-        names = _strings(table, label_column, path)
-        classes = _class_order(set(names))
+        names = strings(table, label_column, path)
+        classes = class_order(set(names))
         if len(classes) < 2:
             raise SetupError(f"labels file {path}: column {label_column!r} holds only {list(classes)}; "
                              "classification needs at least two classes")
         index = {c: i for i, c in enumerate(classes)}
         values = np.array([index[n] for n in names], np.int64)
-    times = {k: _numbers(table, k, path, allow_empty=False) for k in keys}
+    times = {k: numbers(table, k, path, allow_empty=False) for k in keys}
     splits = _per_video(table, SPLIT_COLUMN, ids, path)
     bad = next(((v, s) for v, s in splits.items() if s not in SPLIT_VALUES), None)
     if bad:
@@ -296,14 +218,6 @@ def _fps(table: pa.Table, ids: list[str], path: str) -> dict[str, float]:
     return out
 
 
-def normalize_id(value) -> str:
-    """A labels cell as a video id: / separators, no leading ./."""
-    v = str(value).replace("\\", "/")
-    while v.startswith("./"):
-        v = v[2:]
-    return v
-
-
 def _per_video(table: pa.Table, name: str, ids: list[str], path: str) -> dict[str, str]:
     """{video_id: value} of an optional per-video column; rows of one video must agree."""
     if name not in table.column_names:
@@ -317,54 +231,6 @@ def _per_video(table: pa.Table, name: str, ids: list[str], path: str) -> dict[st
             raise SetupError(f"labels file {path} row {i + 1}: column {name!r} of video {vid!r} is {v!r}, "
                              f"but an earlier row says {out[vid]!r}")
     return out
-
-
-def join_ids(keys: list[str], refs: list, what: str) -> dict[str, str]:
-    """Maps the ids a table names to video ids: itself, or a bare file name to the one video of that name.
-
-    Args:
-      keys: ids as the table gives them.
-      refs: the VideoRefs (path, video_id) of the corpus.
-      what: the table, for messages.
-
-    Returns:
-      {table key: video_id} for the keys that name a video (others are left out).
-
-    Raises:
-      SetupError: a bare file name matches two or more videos, naming their paths.
-    """
-    ids = {r.video_id for r in refs}
-    by_name: dict[str, list] = {}
-    for r in refs:
-        by_name.setdefault(r.video_id.rsplit("/", 1)[-1], []).append(r)
-    out = {}
-    for k in keys:
-        if k in ids:
-            out[k] = k
-        elif "/" not in k and k in by_name:
-            found = by_name[k]
-            if len(found) > 1:
-                raise SetupError(f"{what}: {k!r} is a bare file name and matches {len(found)} videos "
-                                 f"({', '.join(r.path for r in found[:4])}); name it by its path under the input "
-                                 f"root, e.g. {found[0].video_id!r}")
-            out[k] = found[0].video_id
-    return out
-
-
-def rekey(table: LabelTable, refs: list) -> LabelTable:
-    """The table keyed by video ids (`join_ids`): bare file names resolved to paths under the root."""
-    m = join_ids(list(table.videos) + list(table.splits) + list(table.groups) + list(table.fps), refs,
-                 f"labels file {table.path}")
-    seen: dict[str, str] = {}
-    for k in table.videos:
-        if k in m and seen.setdefault(m[k], k) != k:
-            raise SetupError(f"labels file {table.path}: rows for {seen[m[k]]!r} and {k!r} both label video "
-                             f"{m[k]!r}; keep one")
-    return dataclasses.replace(
-        table, videos={m.get(k, k): v for k, v in table.videos.items()},
-        splits={m.get(k, k): v for k, v in table.splits.items()},
-        groups={m.get(k, k): v for k, v in table.groups.items()},
-        fps={m.get(k, k): v for k, v in table.fps.items()})
 
 
 def _group(ids: list[str], values: np.ndarray, times: dict, shape: str, path: str,

@@ -12,8 +12,8 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.dead_letters import DeadLetter
-from pipelines.signals import signal_columns
 from pipelines.ingest.stats import VideoSummary
+from pipelines.signals import signal_columns
 
 MANIFEST_FILE = "videos.parquet"
 # Each ingested video's exact sufficient statistics (pipelines/ingest/stats.py VideoSummary): an append

@@ -1,14 +1,13 @@
 """Dataset statistics: exact per-video sums combined into per-split counts and training-split stats."""
 from __future__ import annotations
 
-from pipelines.ingest.leakage import merge_signatures
-
 import dataclasses
 import math
 from typing import Optional
 
 import numpy as np
 
+from pipelines.ingest.leakage import merge_signatures
 from schemas.tasks import target_stats, task_of
 
 

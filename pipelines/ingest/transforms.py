@@ -8,7 +8,6 @@ of work is a segment: a whole video, or a time segment of a long one (pipelines/
 from __future__ import annotations
 
 import random
-import sys
 import time
 import typing
 import uuid
@@ -22,21 +21,22 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.sources import DEAD_LETTER, PART, RECORD, SEGMENT, SUMMARY, VideoFn, only, split_by_kind
-
 from pipelines.drift import write_reference
-from pipelines.inputs import VideoRef
+from pipelines.ingest.dataset_dir import PARTS_DIR, build_metadata
+from pipelines.ingest.dataset_dir import compression_type as _ctype
+from pipelines.ingest.dataset_dir import concat_parts, part_path, remove_beam_temp, shard_path, write_metadata
+from pipelines.ingest.engine import SegmentResult, VideoJob, finish_video, plan_video, process_segment
 from pipelines.ingest.leakage import audit
 from pipelines.ingest.manifest import MANIFEST_FILE, complete_rows, write_manifest
-from pipelines.ingest.dataset_dir import (PARTS_DIR, build_metadata, compression_type as _ctype,
-                                          concat_parts, part_path, remove_beam_temp, shard_path,
-                                          write_metadata)
-from pipelines.ingest.engine import SegmentResult, VideoJob, finish_video, plan_video, process_segment
-from pipelines.segments import Segment
 from pipelines.ingest.stats import DatasetStats, VideoSummary
+from pipelines.inputs import VideoRef
+from pipelines.segments import Segment
+from pipelines.sources import DEAD_LETTER, PART, RECORD, SEGMENT, SUMMARY, VideoFn, only, split_by_kind
+from schemas.logs import PROGRESS, get_logger
 from schemas.spec import TargetSpec, WindowSpec
 
 Record = typing.Tuple[str, bytes]  # (split, serialized tf.train.Example)
+log = get_logger(__name__)
 SHARD_BLOCK = 32  # consecutive records of a bundle written to the same shard
 
 
@@ -77,9 +77,8 @@ class _MakeRecordsFn(VideoFn):
                 self.frames.inc(out.summary.frames_decoded)
                 # one progress line per video (or segment), as it finishes, on the worker's stderr
                 part = f" [segment {seg.index + 1}/{seg.count}]" if seg.count > 1 else ""
-                print(f"ingest: {out.ref.video_id}{part}: {windows} windows from "
-                      f"{out.summary.frames_decoded} frames in {time.time() - start:.1f}s",
-                      file=sys.stderr, flush=True)
+                log.info(f"ingest: {out.ref.video_id}{part}: {windows} windows from "
+                         f"{out.summary.frames_decoded} frames in {time.time() - start:.1f}s", extra=PROGRESS)
                 # keyed by bytes: Beam's coders encode str as strict UTF-8, which a non-UTF-8
                 # file name (surrogate escapes) is not
                 yield PART, (out.ref.video_id.encode("utf-8", "surrogateescape"), out)

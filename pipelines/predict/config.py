@@ -5,8 +5,8 @@ import argparse
 import dataclasses
 from typing import Optional
 
-from schemas.errors import SetupError
 from pipelines.decoder import DECODERS
+from schemas.errors import SetupError
 
 SHORT_VIDEOS = ("drop", "pad")
 

@@ -13,18 +13,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import drift
 from pipelines import staging as out_dir
-from pipelines.predict import report as predict_report
-from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
-from schemas.errors import SetupError
+from pipelines.dead_letters import WriteDeadLetter
 from pipelines.decoder import default_decoder, resolve
 from pipelines.inputs import VideoRef, list_videos, split_duplicates
+from pipelines.predict import report as predict_report
 from pipelines.predict.config import PredictConfig, parse_config
-from pipelines.predict.transforms import VIDEOS_FILE, WINDOWS_DIR, CompareDrift, PredictWindows, WritePredictions
-from pipelines.probe import ProbeLimits
-from pipelines.sources import DEAD_LETTER, SIGNALS, WINDOW, ReadVideos
+from pipelines.predict.transforms import (VIDEOS_FILE, WINDOWS_DIR, CompareDrift, PredictWindows,
+                                          WritePredictions)
 from pipelines.predict.windows import DecodeWindows
-from pipelines.dead_letters import WriteDeadLetter
-from schemas.errors import exits
+from pipelines.probe import ProbeLimits
+from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from pipelines.sources import DEAD_LETTER, SIGNALS, WINDOW, ReadVideos
+from schemas.errors import SetupError, exits
 from schemas.export import EMBED_SIGNATURE, load_export_metadata
 from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata

@@ -11,6 +11,7 @@ import os
 from typing import Any, Iterable, Optional
 
 import numpy as np
+
 from schemas.tasks import task_of
 
 REPORT_FILE = "report.html"
@@ -127,6 +128,7 @@ def write_report(output_dir: str, target, card: dict, meta, videos_read: int, ma
     import matplotlib
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import pyarrow.parquet as pq
+
     from pipelines.predict.transforms import WINDOWS_DIR  # it imports this module
     windows_dir = os.path.join(output_dir, WINDOWS_DIR)
     rows = pq.read_table(windows_dir).to_pylist() if os.listdir(windows_dir) else []
