@@ -2,7 +2,10 @@
 import json
 import os
 
+import pytest
+
 from clipforge import demo
+from schemas.tasks import NAMES, TASKS
 
 
 def test_demo_runs_the_whole_chain_and_prints_the_table(tmp_path, capsys):
@@ -48,3 +51,24 @@ def test_multilabel_demo_runs_on_the_multi_shape_corpus(tmp_path, capsys):
 def demo_shapes():
     from clipforge import synth
     return synth.EXTRA_SHAPES
+
+
+@pytest.mark.parametrize("task", NAMES)
+def test_each_preset_is_the_config_its_task_rows_flags_give(task, tmp_path):
+    """The demo's typed presets are the settings schemas/tasks.py's DemoPreset flags spell (a check to
+    drop with those flag lists): the ingest and train steps run what they ran as subcommands."""
+    from pipelines.config import parse_config
+    from trainer.config import load_config
+    from trainer.main import CONFIG_FLAGS, build_parser
+    row = TASKS[task]
+    corpus, data, workdir = (str(tmp_path / name) for name in ("corpus", "data", "train"))
+    labels = ["--labels", os.path.join(corpus, "labels.csv")] if row.labels else []
+    given, _ = parse_config(["--input", corpus, *labels, "--output", data, "--overwrite", "--task", task,
+                             *row.demo.ingest, "--fps", "12", "--size", "64x64", "--color", "gray",
+                             "--splits", "0.7,0.15,0.15"])
+    assert demo.ingest_config(task, corpus, data) == given
+    args = build_parser().parse_args(["--data", data, "--workdir", workdir, "--arch", row.demo.arch, "--epochs",
+                                      str(row.demo.epochs), "--set", "seed=0", *row.demo.train])
+    expected = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, None, args.overrides)
+    assert load_config(demo.train_fields(task, data, workdir)) == expected
+    assert demo.train_fields(task, data, workdir, arch="conv3d", epochs=2)["epochs"] == 2
