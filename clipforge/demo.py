@@ -24,25 +24,10 @@ log = get_logger(__name__)
 
 
 # Each task reads the same kind of corpus (64x64 clips at 12 fps); only the target and the model
-# differ (schemas/tasks.py `demo`: the architecture, epochs and corpus). 15% of the videos are held
-# out for the test split so the report rests on ~9 unseen clips.
+# differ (schemas/tasks.py `demo`: the architecture, epochs, corpus and each stage's fields). 15% of
+# the videos are held out for the test split so the report rests on ~9 unseen clips.
 WINDOWS = {"fps": 12, "size": "64x64", "color": "gray", "splits": (0.7, 0.15, 0.15)}
 PRESETS = {name: row.demo for name, row in TASKS.items()}
-# Each task's IngestConfig fields (besides input, labels, output, task and WINDOWS) and TrainConfig
-# fields (besides data, workdir, arch, epochs and seed); schemas/tasks.py says why each was chosen.
-INGEST = {
-    "regression": {"target_columns": ("speed",), "frames": 6, "stride": 3},
-    "classification": {"label_column": "direction", "frames": 6, "stride": 3},
-    "next_frame": {"horizon": 1, "frames": 4, "stride": 2},
-    "multilabel": {"label_column": "shapes", "frames": 6, "stride": 3},
-}
-TRAIN = {
-    "regression": {"batch_size": 16, "learning_rate": 0.002, "augment": "none"},
-    "classification": {"batch_size": 16, "learning_rate": 0.002, "augment": "crop"},
-    "next_frame": {"batch_size": 16, "learning_rate": 0.001},
-    "multilabel": {"batch_size": 16, "learning_rate": 0.002, "augment": "crop,flip", "dropout": 0.3,
-                   "early_stopping_patience": 0},
-}
 # The metric each task is judged on, and the baseline it must beat: (label, model key, baseline key).
 HEADLINES = {name: list(row.headline) for name, row in TASKS.items()}
 
@@ -52,7 +37,7 @@ def ingest_fields(task: str, corpus: str, output: str) -> dict[str, Any]:
     # frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
     labels = os.path.join(corpus, "labels.csv") if TASKS[task].labels else None
     return {"input": corpus, "labels": labels, "output": output, "overwrite": True, "task": task,
-            **INGEST[task], **WINDOWS}
+            **PRESETS[task].ingest, **WINDOWS}
 
 
 def ingest_config(task: str, corpus: str, output: str) -> IngestConfig:
@@ -67,7 +52,7 @@ def train_fields(task: str, data: str, workdir: str, arch: Optional[str] = None,
     """The TrainConfig fields of a task's demo model (EXTRA: more fields, e.g. {"jit": True})."""
     preset = PRESETS[task]
     return {"data": data, "workdir": workdir, "arch": arch or preset.arch, "epochs": epochs or preset.epochs,
-            "seed": seed, **TRAIN[task], **(extra or {})}
+            "seed": seed, **preset.train, **(extra or {})}
 
 
 def _flags(fields: Mapping[str, Any], flags: Optional[tuple[str, ...]] = None) -> str:

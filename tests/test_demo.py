@@ -54,21 +54,23 @@ def demo_shapes():
 
 
 @pytest.mark.parametrize("task", NAMES)
-def test_each_preset_is_the_config_its_task_rows_flags_give(task, tmp_path):
-    """The demo's typed presets are the settings schemas/tasks.py's DemoPreset flags spell (a check to
-    drop with those flag lists): the ingest and train steps run what they ran as subcommands."""
-    from pipelines.config import parse_config
+def test_each_preset_is_a_checked_config_of_its_stage(task, tmp_path):
+    """A task row's demo preset holds IngestConfig and TrainConfig fields: each step's typed config,
+    checked before any work, holds them; the step header is the equivalent command line."""
     from trainer.config import load_config
-    from trainer.main import CONFIG_FLAGS, build_parser
     row = TASKS[task]
     corpus, data, workdir = (str(tmp_path / name) for name in ("corpus", "data", "train"))
-    labels = ["--labels", os.path.join(corpus, "labels.csv")] if row.labels else []
-    given, _ = parse_config(["--input", corpus, *labels, "--output", data, "--overwrite", "--task", task,
-                             *row.demo.ingest, "--fps", "12", "--size", "64x64", "--color", "gray",
-                             "--splits", "0.7,0.15,0.15"])
-    assert demo.ingest_config(task, corpus, data) == given
-    args = build_parser().parse_args(["--data", data, "--workdir", workdir, "--arch", row.demo.arch, "--epochs",
-                                      str(row.demo.epochs), "--set", "seed=0", *row.demo.train])
-    expected = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, None, args.overrides)
-    assert load_config(demo.train_fields(task, data, workdir)) == expected
-    assert demo.train_fields(task, data, workdir, arch="conv3d", epochs=2)["epochs"] == 2
+    ingest = demo.ingest_config(task, corpus, data)
+    assert (ingest.task, ingest.input, ingest.output, ingest.overwrite) == (task, corpus, data, True)
+    assert ingest.labels == (os.path.join(corpus, "labels.csv") if row.labels else None)
+    assert (ingest.fps, ingest.size, ingest.color, ingest.splits) == (12.0, "64x64", "gray", (0.7, 0.15, 0.15))
+    for key, value in row.demo.ingest.items():
+        assert getattr(ingest, key) == value, key
+    train = load_config(demo.train_fields(task, data, workdir))
+    assert (train.arch, train.epochs, train.seed) == (row.demo.arch, row.demo.epochs, 0)
+    for key, value in row.demo.train.items():
+        assert getattr(train, key) == value, key
+    assert load_config(demo.train_fields(task, data, workdir, arch="conv3d", epochs=2)).epochs == 2
+    shown = demo._flags(demo.train_fields(task, data, workdir), ("data", "workdir", "arch", "epochs", "batch_size"))
+    assert shown.startswith(f"--data {data} --workdir {workdir} --arch {row.demo.arch} --epochs {row.demo.epochs} "
+                            "--set seed=0 --batch-size ")
