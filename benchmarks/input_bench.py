@@ -16,8 +16,7 @@ def _demo_dataset(workdir: str) -> str:
     corpus, data = os.path.join(workdir, "input_corpus"), os.path.join(workdir, "input_dataset")
     if not os.path.exists(os.path.join(data, "metadata.json")):
         synth.make_corpus(corpus, n_videos=60, seed=0, seconds=demo.CLIP_SECONDS)
-        assert ingest.run(["--input", corpus, "--labels", os.path.join(corpus, "labels.csv"), "--output", data,
-                           "--overwrite", *demo.ingest_flags(REGRESSION.name)]) == 0
+        ingest.ingest(demo.ingest_config(REGRESSION.name, corpus, data))
     return data
 
 

@@ -2,30 +2,72 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
+from typing import Any, Iterator, Mapping, Optional
 
-from schemas.errors import exits
+from clipforge import stages
+from pipelines.ingest.config import IngestConfig
+from schemas.configs import from_mapping
+from schemas.errors import ClipforgeError, exits
+from schemas.logs import get_logger
 from schemas.tasks import NAMES, TASKS
+from trainer.config import load_config
+from trainer.main import CONFIG_FLAGS
 
 CLIP_SECONDS = 5.0  # 60 frames per clip at 12 fps: ~19 windows each at stride 3
+log = get_logger(__name__)
 
 
 # Each task reads the same kind of corpus (64x64 clips at 12 fps); only the target and the model
-# differ (schemas/tasks.py `demo`). 15% of the videos are held out for the test split so the
-# report rests on ~9 unseen clips.
-_WINDOWS = ("--fps", "12", "--size", "64x64", "--color", "gray", "--splits", "0.7,0.15,0.15")
+# differ (schemas/tasks.py `demo`: the architecture, epochs, corpus and each stage's fields). 15% of
+# the videos are held out for the test split so the report rests on ~9 unseen clips.
+WINDOWS = {"fps": 12, "size": "64x64", "color": "gray", "splits": (0.7, 0.15, 0.15)}
 PRESETS = {name: row.demo for name, row in TASKS.items()}
 # The metric each task is judged on, and the baseline it must beat: (label, model key, baseline key).
 HEADLINES = {name: list(row.headline) for name, row in TASKS.items()}
 
 
-def ingest_flags(task: str) -> list[str]:
-    """The ingest flags of a task's demo dataset (besides --input, --labels and --output)."""
-    return ["--task", task, *PRESETS[task].ingest, *_WINDOWS]
+def ingest_fields(task: str, corpus: str, output: str) -> dict[str, Any]:
+    """The IngestConfig fields of a task's demo dataset of CORPUS, written to OUTPUT (replacing it)."""
+    # frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
+    labels = os.path.join(corpus, "labels.csv") if TASKS[task].labels else None
+    return {"input": corpus, "labels": labels, "output": output, "overwrite": True, "task": task,
+            **PRESETS[task].ingest, **WINDOWS}
+
+
+def ingest_config(task: str, corpus: str, output: str) -> IngestConfig:
+    """The checked IngestConfig of a task's demo dataset (see ingest_fields)."""
+    config = from_mapping(IngestConfig, ingest_fields(task, corpus, output), f"demo {task} ingest")
+    config.check()
+    return config
+
+
+def train_fields(task: str, data: str, workdir: str, arch: Optional[str] = None, epochs: Optional[int] = None,
+                 seed: int = 0, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The TrainConfig fields of a task's demo model (EXTRA: more fields, e.g. {"jit": True})."""
+    preset = PRESETS[task]
+    return {"data": data, "workdir": workdir, "arch": arch or preset.arch, "epochs": epochs or preset.epochs,
+            "seed": seed, **preset.train, **(extra or {})}
+
+
+def _flags(fields: Mapping[str, Any], flags: Optional[tuple[str, ...]] = None) -> str:
+    """FIELDS as the stage's command-line flags, for the step headers: the command a reader can run
+    by hand. With FLAGS, a field not among them is shown as `--set key=value`."""
+    out = []
+    for key, value in fields.items():
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if value is None or value is False:
+            continue
+        if flags is not None and key not in flags:
+            out.append(f"--set {key}={shown}")
+        else:
+            out.append("--" + key.replace("_", "-") + ("" if value is True else f" {shown}"))
+    return " ".join(out)
 
 
 def _get(d: dict, dotted: str):
@@ -47,21 +89,26 @@ def summary_table(task: str, metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def _step(name: str, fn, argv: list[str]) -> None:
-    print(f"\n=== {name}: clipforge {name} {' '.join(argv)}", flush=True)
+@contextlib.contextmanager
+def _step(name: str, flags: str) -> Iterator[None]:
+    """Logs the step's header (its command line) and time; a failed step ends the demo (exit 1)."""
+    log.info(f"\n=== {name}: clipforge {name} {flags}")
     start = time.time()
-    rc = fn(argv)
-    if rc:
-        raise SystemExit(f"clipforge demo: the {name} step failed (exit {rc}); see its output above")
-    print(f"=== {name} done in {time.time() - start:.1f}s", flush=True)
+    try:
+        yield
+    except ClipforgeError as e:  # already shown, as the stage's subcommand shows it
+        raise SystemExit(f"clipforge demo: the {name} step failed (exit {e.exit_code}); see its output above") from None
+    log.info(f"=== {name} done in {time.time() - start:.1f}s")
 
 
-def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 60,
-             epochs: int | None = None, seed: int = 0, extra_train: tuple[str, ...] = ()) -> dict:
-    """Runs the whole chain under WORKDIR and returns the metrics dict written by evaluate."""
+def run_demo(workdir: str, task: str, arch: Optional[str] = None, n_videos: int = 60, epochs: Optional[int] = None,
+             seed: int = 0, extra_train: Optional[Mapping[str, Any]] = None) -> dict:
+    """Runs the whole chain under WORKDIR and returns the metrics dict written by evaluate.
+
+    Args:
+      extra_train: more TrainConfig fields for the training step.
+    """
     from clipforge import synth
-    from pipelines import ingest
-    from trainer import evaluate, main as train_main
 
     preset = PRESETS[task]
     # A corpus with extra shapes per clip is its own (the other tasks' clips stay as they were).
@@ -69,33 +116,34 @@ def run_demo(workdir: str, task: str, arch: str | None = None, n_videos: int = 6
     data = os.path.join(workdir, f"dataset_{task}")
     run_dir = os.path.join(workdir, f"train_{task}")
     report = os.path.join(workdir, f"report_{task}")
+    ingest_cfg = ingest_config(task, corpus, data)
+    train_in = train_fields(task, data, run_dir, arch, epochs, seed, extra_train)
+    train_cfg = load_config(train_in)
     start = time.time()
     # The corpus is shared by the three tasks; remade only when its settings change.
     stamp = os.path.join(corpus, "corpus.json")
     wanted = {"videos": n_videos, "seed": seed, "seconds": CLIP_SECONDS, "extra_shapes": preset.extra_shapes}
     if not os.path.exists(stamp) or json.load(open(stamp, encoding="utf-8")) != wanted:
-        print(f"=== making a synthetic corpus of {n_videos} clips in {corpus}", flush=True)
+        log.info(f"=== making a synthetic corpus of {n_videos} clips in {corpus}")
         shutil.rmtree(corpus, ignore_errors=True)
         synth.make_corpus(corpus, n_videos=n_videos, seed=seed, seconds=CLIP_SECONDS,
                           extra_shapes=preset.extra_shapes)
         with open(stamp, "w", encoding="utf-8") as f:
             json.dump(wanted, f)
-    # frame targets are the clips' own frames; the other tasks join the corpus' labels.csv
-    labels = ["--labels", os.path.join(corpus, "labels.csv")] if TASKS[task].labels else []
-    _step("ingest", ingest.run, ["--input", corpus, *labels, "--output", data, "--overwrite",
-                                 *ingest_flags(task)])
-    _step("train", train_main.run, ["--data", data, "--workdir", run_dir, "--arch", arch or preset.arch,
-                                    "--epochs", str(epochs or preset.epochs), "--set", f"seed={seed}",
-                                    *preset.train, *extra_train])
-    _step("evaluate", evaluate.run, ["--model", os.path.join(run_dir, "export"), "--data", data,
-                                     "--split", "test", "--output", report])
-    with open(os.path.join(report, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    print(f"\n=== clipforge demo ({task}, {arch or preset.arch}) finished in {time.time() - start:.0f}s")
-    print(f"test split: {metrics['windows']} windows from {metrics['videos']} videos")
-    print(summary_table(task, metrics))
-    print(f"report:  {os.path.join(report, 'report.html')}")
-    print(f"metrics: {os.path.join(report, 'metrics.json')}")
+    with _step("ingest", _flags(ingest_fields(task, corpus, data))):
+        stages.ingest(ingest_cfg)
+    with _step("train", _flags(train_in, CONFIG_FLAGS)):
+        stages.train(train_cfg)
+    evaluate_in = {"model": os.path.join(run_dir, "export"), "data": data, "split": "test", "output": report}
+    with _step("evaluate", _flags(evaluate_in)):
+        metrics = stages.evaluate(**evaluate_in)
+        if metrics["nonfinite_windows"]:  # shown by stages.evaluate, as `clipforge evaluate` exits 1 for it
+            raise ClipforgeError("the model returned NaN or infinite predictions")
+    log.info(f"\n=== clipforge demo ({task}, {train_cfg.arch}) finished in {time.time() - start:.0f}s")
+    log.info(f"test split: {metrics['windows']} windows from {metrics['videos']} videos")
+    log.info(summary_table(task, metrics))
+    log.info(f"report:  {os.path.join(report, 'report.html')}")
+    log.info(f"metrics: {os.path.join(report, 'metrics.json')}")
     return metrics
 
 

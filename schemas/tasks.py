@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from schemas import features as fk
 from schemas import task_functions as fn
@@ -36,16 +36,17 @@ class DemoPreset:
 
     Attributes:
       arch: the architecture trained.
-      ingest: ingest flags besides --task/--input/--labels/--output and the shared window flags.
-      train: train flags besides --data/--workdir/--arch/--epochs.
+      ingest: IngestConfig fields besides task, input, labels, output and the demo's shared window
+        fields (clipforge/demo.py WINDOWS).
+      train: TrainConfig fields besides data, workdir, arch, epochs and seed.
       epochs: training epochs.
       what: what the model learns on the synthetic corpus (for --help).
       extra_shapes: shapes the corpus adds to each clip beside the moving one (0..extra_shapes).
     """
 
     arch: str
-    ingest: tuple[str, ...]
-    train: tuple[str, ...]
+    ingest: Mapping[str, Any] = dataclasses.field(hash=False)
+    train: Mapping[str, Any] = dataclasses.field(hash=False)
     epochs: int
     what: str
     extra_shapes: int = 0
@@ -153,8 +154,8 @@ _ROWS = (
          probabilities=False,
          # Speed needs motion between frames: 3D filters see it directly. 10 epochs at a higher peak LR
          # beat the R2 that 30 epochs at 1e-3 did (0.89 vs 0.86) in under 3 min on a 2-core AVX2 CPU.
-         demo=DemoPreset("conv3d", ("--target-columns", "speed", "--frames", "6", "--stride", "3"),
-                         ("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=none"), 10,
+         demo=DemoPreset("conv3d", {"target_columns": ("speed",), "frames": 6, "stride": 3},
+                         {"batch_size": 16, "learning_rate": 0.002, "augment": "none"}, 10,
                          "object speed (px/s)"),
          check=fn.check_outputs, encode=fn.encode_target, decode=fn.decode_target,
          window_columns=fn.reg_window_columns, window_row=fn.reg_window_row,
@@ -176,8 +177,8 @@ _ROWS = (
          probabilities=True,
          # Direction is easy once frames are stacked as channels: the fastest model is enough; random
          # crops (never flips: they would swap left and right) keep it from keying on backgrounds.
-         demo=DemoPreset("frames_as_channels", ("--label-column", "direction", "--frames", "6", "--stride", "3"),
-                         ("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=crop"), 30,
+         demo=DemoPreset("frames_as_channels", {"label_column": "direction", "frames": 6, "stride": 3},
+                         {"batch_size": 16, "learning_rate": 0.002, "augment": "crop"}, 30,
                          "direction of motion (4 classes)"),
          check=fn.check_classes(2), encode=fn.encode_label, decode=fn.decode_label,
          window_columns=fn.cls_window_columns, window_row=fn.cls_window_row,
@@ -194,8 +195,8 @@ _ROWS = (
                    ("SSIM", "model.ssim", "baseline_copy_last.ssim"),
                    ("MSE", "model.mse", "baseline_copy_last.mse")),
          probabilities=False,
-         demo=DemoPreset("frames_as_channels", ("--horizon", "1", "--frames", "4", "--stride", "2"),
-                         ("--batch-size", "16", "--learning-rate", "0.001"), 15, "the clip's next frame"),
+         demo=DemoPreset("frames_as_channels", {"horizon": 1, "frames": 4, "stride": 2},
+                         {"batch_size": 16, "learning_rate": 0.001}, 15, "the clip's next frame"),
          check=fn.check_horizon, encode=fn.encode_next, decode=fn.decode_next,
          window_columns=fn.nf_window_columns, window_row=fn.nf_window_row,
          video_columns=fn.nf_video_columns, video_row=fn.nf_video_row),
@@ -215,9 +216,9 @@ _ROWS = (
          # Shapes are spatial: frames as channels is enough. ~42 training clips overfit within 6
          # epochs with crops alone (mAP 0.57); flips (shapes are symmetric), more dropout and no early
          # stop on the noisy val_loss reach mAP 0.84 in 30 epochs; conv3d 0.96 but in 277 s, not 114 s.
-         demo=DemoPreset("frames_as_channels", ("--label-column", "shapes", "--frames", "6", "--stride", "3"),
-                         ("--batch-size", "16", "--learning-rate", "0.002", "--set", "augment=crop,flip",
-                          "--set", "dropout=0.3", "--set", "early_stopping_patience=0"), 30,
+         demo=DemoPreset("frames_as_channels", {"label_column": "shapes", "frames": 6, "stride": 3},
+                         {"batch_size": 16, "learning_rate": 0.002, "augment": "crop,flip", "dropout": 0.3,
+                          "early_stopping_patience": 0}, 30,
                          "which shapes appear (disc, square, ring, cross; 1 to 3 per clip)", extra_shapes=2),
          check=fn.check_classes(1), encode=fn.encode_label_set, decode=fn.decode_label_set,
          window_columns=fn.ml_window_columns, window_row=fn.ml_window_row,

@@ -2,7 +2,10 @@
 import json
 import os
 
+import pytest
+
 from clipforge import demo
+from schemas.tasks import NAMES, TASKS
 
 
 def test_demo_runs_the_whole_chain_and_prints_the_table(tmp_path, capsys):
@@ -48,3 +51,26 @@ def test_multilabel_demo_runs_on_the_multi_shape_corpus(tmp_path, capsys):
 def demo_shapes():
     from clipforge import synth
     return synth.EXTRA_SHAPES
+
+
+@pytest.mark.parametrize("task", NAMES)
+def test_each_preset_is_a_checked_config_of_its_stage(task, tmp_path):
+    """A task row's demo preset holds IngestConfig and TrainConfig fields: each step's typed config,
+    checked before any work, holds them; the step header is the equivalent command line."""
+    from trainer.config import load_config
+    row = TASKS[task]
+    corpus, data, workdir = (str(tmp_path / name) for name in ("corpus", "data", "train"))
+    ingest = demo.ingest_config(task, corpus, data)
+    assert (ingest.task, ingest.input, ingest.output, ingest.overwrite) == (task, corpus, data, True)
+    assert ingest.labels == (os.path.join(corpus, "labels.csv") if row.labels else None)
+    assert (ingest.fps, ingest.size, ingest.color, ingest.splits) == (12.0, "64x64", "gray", (0.7, 0.15, 0.15))
+    for key, value in row.demo.ingest.items():
+        assert getattr(ingest, key) == value, key
+    train = load_config(demo.train_fields(task, data, workdir))
+    assert (train.arch, train.epochs, train.seed) == (row.demo.arch, row.demo.epochs, 0)
+    for key, value in row.demo.train.items():
+        assert getattr(train, key) == value, key
+    assert load_config(demo.train_fields(task, data, workdir, arch="conv3d", epochs=2)).epochs == 2
+    shown = demo._flags(demo.train_fields(task, data, workdir), ("data", "workdir", "arch", "epochs", "batch_size"))
+    assert shown.startswith(f"--data {data} --workdir {workdir} --arch {row.demo.arch} --epochs {row.demo.epochs} "
+                            "--set seed=0 --batch-size ")

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipforge import retrain
-from clipforge.promotion import PromoteConfig, gate
+from clipforge.gate import PromoteConfig, gate
 from pipelines import drift, ingest, predict, signals
 from schemas.configs import ConfigError, from_mapping
 from tests.videos import write_frames
@@ -254,13 +254,13 @@ def test_retrain_appends_brighter_videos_and_holds_back_the_drifted_run(tmp_path
                       "size": "16x16", "color": "gray", "splits": [0.5, 0.25, 0.25]},
            "train": {"arch": "conv3d", "epochs": 1, "batch_size": 2, "set": {"arch_options.filters": [4, 8]}},
            "promote": {"require_beats_baseline": False, "max_drift_psi": 0.25}}
-    first = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
+    first = retrain.retrain(retrain.RetrainConfig(**cfg))
     assert first["promoted"] is True and first["drift"] is None and first["max_drift_psi"] == 0.25
     # this week's videos: brighter, half of them at a new resolution; retrain appends them
     bright = _corpus(tmp_path / "bright", brightness=50, big=(1, 3, 5, 7))
     for name in os.listdir(bright):
         shutil.copy(os.path.join(bright, name), os.path.join(corpus, "new_" + name))
-    second = retrain.retrain(retrain.RetrainConfig(**cfg), log=lambda *_: None)
+    second = retrain.retrain(retrain.RetrainConfig(**cfg))
     assert second["videos_decoded"] == 8 and second["dataset"] == first["dataset"]
     assert second["promoted"] is False and second["reason"].startswith("drift: ")
     assert "pixel_mean PSI " in second["reason"] and "resolution PSI " in second["reason"]

@@ -1,8 +1,10 @@
 """`clipforge retrain`: dataset reuse, the promotion gate and its baseline rule, forced promotion,
 rollback, status, the atomic blessed switch and the lock."""
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -15,6 +17,7 @@ import yaml
 
 from clipforge import promotion, retrain, synth
 from clipforge.retrain import LockHeld, PromoteConfig, gate, run_lock
+from schemas.logs import get_logger
 
 
 def _tree_digest(path: str) -> str:
@@ -35,13 +38,36 @@ def _write(root, name, cfg) -> str:
     return path
 
 
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _logged(module: str = "clipforge.retrain"):
+    """The lines MODULE's logger logs inside the block (INFO and above), whatever the console set-up."""
+    logger, handler = get_logger(module), _Lines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _decisions(root: str) -> list[dict]:
-    runs = sorted(d for d in os.listdir(os.path.join(root, "runs")) if d != retrain.HISTORY_FILE)
+    runs = sorted(d for d in os.listdir(os.path.join(root, "runs")) if d != promotion.HISTORY_FILE)
     return [json.load(open(os.path.join(root, "runs", r, "decision.json"))) for r in runs]
 
 
 def _history(root: str) -> list[dict]:
-    return [json.loads(line) for line in open(os.path.join(root, "runs", retrain.HISTORY_FILE))]
+    return [json.loads(line) for line in open(os.path.join(root, "runs", promotion.HISTORY_FILE))]
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +105,21 @@ def next_frame_runs(corpus, tmp_path_factory):
            "train": {"arch": "frames_as_channels", "epochs": 2, "batch_size": 8, "learning_rate": 0.003,
                      "set": {"arch_options.filters": [4, 8]}},
            "promote": {}}
-    first_log: list[str] = []
-    first = retrain.retrain(retrain.RetrainConfig(**cfg), log=first_log.append)
+    with _logged() as first_log:
+        first = retrain.retrain(retrain.RetrainConfig(**cfg))
     blessed = retrain.current_blessed(cfg["root"])
     (dataset,) = os.listdir(os.path.join(cfg["root"], "datasets"))
     meta = os.path.join(cfg["root"], "datasets", dataset, "metadata.json")
     before = {"digest": _tree_digest(blessed) if blessed else None, "meta_mtime": os.stat(meta).st_mtime_ns}
-    second_log: list[str] = []
-    second = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})),
-                             log=second_log.append)
+    with _logged() as second_log:
+        second = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})))
     before["meta_mtime_after_second"] = os.stat(meta).st_mtime_ns
     more = str(root / "more")
     synth.make_corpus(more, n_videos=2, seed=6, size=32, seconds=1.5)
     for name in [n for n in os.listdir(more) if not n.endswith(".csv")]:
         shutil.copy(os.path.join(more, name), os.path.join(videos_in, "new_" + name))
-    third_log: list[str] = []
-    third = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})),
-                            log=third_log.append)
+    with _logged() as third_log:
+        third = retrain.retrain(retrain.RetrainConfig(**dict(cfg, promote={"min_improvement": 1000.0})))
     return {"cfg": cfg, "first": first, "second": second, "third": third, "before": before, "meta": meta,
             "logs": ("\n".join(first_log), "\n".join(second_log), "\n".join(third_log))}
 
@@ -358,8 +382,7 @@ def test_overlapping_run_exits_with_a_clear_message_and_stale_lock_is_taken_over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with open(os.path.join(root, retrain.LOCK_FILE), "w") as f:
         json.dump({"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0}, f)
-    messages = []
-    with run_lock(root, log=messages.append) as path:
+    with _logged() as messages, run_lock(root) as path:
         assert json.load(open(path))["pid"] == os.getpid()
     assert messages and "taking over a stale lock" in messages[0]
 
@@ -382,3 +405,15 @@ def test_config_errors_name_the_field(tmp_path, capsys):
     with pytest.raises(SystemExit):
         retrain.run(["--config", cfg, "--rollback", "--promote", "x"])
     assert "not allowed with argument" in capsys.readouterr().err
+    # ingest: and train: are the stages' typed configs: a wrong key or value fails before any work
+    good = {"root": str(tmp_path / "never"), "ingest": {"input": "x", "task": "next_frame"}, "train": {"arch": "conv3d"}}
+    for section, key, value, named in (("ingest", "fram", 4, "ingest: unknown key(s) ['fram']"),
+                                       ("ingest", "frames", "six", "ingest.frames='six': expected an integer"),
+                                       ("ingest", "color", "blue", "ingest: color='blue' is invalid"),
+                                       ("train", "epoch", 2, "unknown key(s) ['epoch']"),
+                                       ("train", "set", {"arch_options.filter": 4}, "arch_options ['filter']"),
+                                       ("train", "set", {"workdir": "/tmp/x"}, "train.workdir is chosen by retrain")):
+        cfg = _write(tmp_path, "bad5.yaml", dict(good, **{section: {**good[section], key: value}}))
+        assert retrain.run(["--config", cfg]) == 2
+        assert named in capsys.readouterr().err
+    assert not os.path.exists(good["root"])  # no lock taken, no run directory made

@@ -5,8 +5,9 @@ common AVX2 laptops and CI boxes it runs its older Eigen kernels, 1.4-2.9x slowe
 convolutions the video models are made of (BENCHMARKS.md, "Trainer throughput"). `choose()` sets
 what was measured fastest, leaves every variable the user set alone, and returns a line for the
 training log. It must run before the first `import tensorflow`, since TensorFlow reads these
-variables once at start-up: `trainer.main` calls it with the architecture (for train, demo and
-retrain), `clipforge.cli` without one for evaluate and predict.
+variables once at start-up: `trainer.main` calls it with the architecture (for `clipforge train`),
+`clipforge.stages.train` likewise (for demo and retrain), `clipforge.cli` with the export's
+architecture for evaluate and predict.
 """
 from __future__ import annotations
 
