@@ -6,8 +6,9 @@ a missing tool), found before any work where it can be. Each error class says wh
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable, Optional
+
+from schemas.logs import ROOT, console, get_logger
 
 
 class ClipforgeError(Exception):
@@ -40,12 +41,11 @@ def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     def wrap(run: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(run)
         def wrapped(argv: Optional[list[str]] = None, *args, **kwargs) -> int:
-            from schemas.logs import console
             console()
             try:
                 return run(argv, *args, **kwargs)
             except ClipforgeError as e:
-                print(f"{prog}: {e.label}: {e}" if e.label else f"{prog}: {e}", file=sys.stderr)
+                get_logger(ROOT).error(f"{prog}: {e.label}: {e}" if e.label else f"{prog}: {e}")
                 return e.exit_code
         return wrapped
     return wrap
