@@ -78,11 +78,11 @@ class Task:
       train_metrics: trainer/losses.py METRICS keys, reported every epoch.
       checkpoint_metric, checkpoint_mode: the Keras metric the best checkpoint keeps, min | max.
       promotion_metric: the metrics.json model.<key> retrain promotes on by default.
-      accumulator: trainer/metrics.py ACCUMULATORS key (one update(batch, prediction) for every task).
+      accumulator: trainer/evaluation/metrics.py ACCUMULATORS key (one update(batch, prediction) for every task).
       baseline: the baseline of the promotion gate and of every summary.
       aggregates: evaluate --aggregate values that apply.
       summary_keys: model.<key> lines evaluate prints; video_keys: the model.video.<key> ones.
-      report: trainer/report.py SECTIONS key; report_sections: the plot section ids it writes.
+      report: trainer/evaluation/report.py SECTIONS key; report_sections: the plot section ids it writes.
       headline: the demo's rows, (label, model key, baseline key).
       probabilities: the SavedModel returns probabilities (rows of a softmax or sigmoids).
       demo: the `clipforge demo` preset.
