@@ -131,3 +131,18 @@ def test_evaluate_and_predict_choose_for_the_exported_architecture(tmp_path):
     assert _exported_arch([f"--model={tmp_path}"]) == "pretrained_2p5d"
     assert _exported_arch(["--model", str(tmp_path / "missing")]) is None
     assert _exported_arch(["--data", "d"]) is None
+
+
+@pytest.mark.parametrize("isa, coretype", [("AVX2", "Haswell"), ("avx512_core", "SkylakeX")])
+def test_benchmark_peak_runs_under_the_same_isa_cap_as_the_kernels(isa, coretype):
+    probe = ("import os, benchmarks.train_throughput as b\n"
+             "print(os.environ.get('OPENBLAS_CORETYPE', '-'), '|', b.peak_isa())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    env.update(PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", ONEDNN_MAX_CPU_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blas, said = proc.stdout.strip().splitlines()[-1].split(" | ")
+    assert blas == coretype
+    assert said.startswith(f"{isa.upper()} (ONEDNN_MAX_CPU_ISA={isa.upper()}, OPENBLAS_CORETYPE={coretype})")
+
