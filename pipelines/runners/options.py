@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from schemas.errors import SetupError
 
@@ -14,6 +14,11 @@ LOCAL_RUNNERS = (None, "direct", "directrunner")
 # Beam's DaskRunner, by its full name or a short one: clipforge runs it with fixes (pipelines/runners/dask_runner.py).
 BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_RUNNERS = ("dask", "daskrunner", BEAM_DASK_RUNNER.lower())
+# What --direct_num_workers N (N != 1) runs as when no --direct_running_mode is given: threads of
+# one process. A worker's time is mostly its ffmpeg child, which runs in parallel while the thread
+# waits on the pipe (the GIL is released there); threads start no SDK processes that each import
+# Beam and clipforge (BENCHMARKS.md 1b). Beam's own default, in_memory, would ignore N.
+DEFAULT_PARALLEL_MODE = "multi_threading"
 
 
 def _stray(args: list[str]) -> list[str]:
@@ -31,6 +36,9 @@ def _stray(args: list[str]) -> list[str]:
 
 def pipeline_options(args: list[str]) -> PipelineOptions:
     """Builds PipelineOptions from the flags a job did not know, refusing anything Beam doesn't know.
+
+    On the local runner, `--direct_num_workers N` (N != 1) without `--direct_running_mode` runs
+    N threads (DEFAULT_PARALLEL_MODE); a mode given on the command line is kept.
 
     Raises:
       SetupError: a stray argument, an unknown flag (a typo of an ingest flag lands here), or
@@ -51,6 +59,10 @@ def pipeline_options(args: list[str]) -> PipelineOptions:
     if unknown:
         raise SetupError(f"unknown flag(s) {', '.join('--' + u for u in unknown)}: neither a flag of this "
                          "command (see --help) nor an Apache Beam pipeline option")
+    direct = options.view_as(DirectOptions)
+    mode_given = any(a == "--direct_running_mode" or a.startswith("--direct_running_mode=") for a in args)
+    if (runner is None or runner.lower() in LOCAL_RUNNERS) and direct.direct_num_workers != 1 and not mode_given:
+        direct.direct_running_mode = DEFAULT_PARALLEL_MODE
     return options
 
 
