@@ -196,7 +196,7 @@ _ROWS = (
                    ("MSE", "model.mse", "baseline_copy_last.mse")),
          probabilities=False,
          demo=DemoPreset("frames_as_channels", {"horizon": 1, "frames": 4, "stride": 2},
-                         {"batch_size": 16, "learning_rate": 0.001}, 15, "the clip's next frame"),
+                         {"batch_size": 16, "learning_rate": 0.002}, 8, "the clip's next frame"),
          check=fn.check_horizon, encode=fn.encode_next, decode=fn.decode_next,
          window_columns=fn.nf_window_columns, window_row=fn.nf_window_row,
          video_columns=fn.nf_video_columns, video_row=fn.nf_video_row),
