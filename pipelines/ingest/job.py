@@ -27,7 +27,7 @@ from pipelines.ingest.manifest import dead_row, filter_graph, label_hash, proven
 from pipelines.ingest.transforms import MakeRecords, WriteMetadata, WriteShards
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from pipelines.runners.options import pipeline_options, run_staged
 from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
 from schemas.errors import exits
 from schemas.logs import get_logger
@@ -254,23 +254,14 @@ def ingest(config: IngestConfig, pipeline: Optional[beam.Pipeline] = None,
       SetupError: a wrong set-up, found before any work; ClipforgeError: the work failed.
     """
     start = time.time()
-    options = options if options is not None else (pipeline.options if pipeline is not None
-                                                    else pipeline_options([]))
     if config.append:
         from pipelines.ingest import append
-        return append.append(config, options, start, pipeline)
+        return append.append(config, options if options is not None else (
+            pipeline.options if pipeline is not None else pipeline_options([])), start, pipeline)
     plan = prepare(config)
-    try:
-        p = pipeline if pipeline is not None else create_pipeline(options)
-        build_pipeline(p, plan)
-        p.run().wait_until_finish()
-        if is_template_launch(options):
-            log.info(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
-            return None
-        staging_dir.publish(plan.staging)
-    except BaseException:
-        staging_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
-        raise
+    if not run_staged(plan.staging, lambda p: build_pipeline(p, plan), pipeline, options):
+        log.info(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")
+        return None
     meta = out_dir.load_metadata(plan.staging.final)
     log.info(summary(plan, meta, time.time() - start))
     return meta

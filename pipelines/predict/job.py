@@ -22,7 +22,7 @@ from pipelines.predict.transforms import (VIDEOS_FILE, WINDOWS_DIR, CompareDrift
                                           WritePredictions)
 from pipelines.predict.windows import DecodeWindows
 from pipelines.probe import ProbeLimits
-from pipelines.runners.options import create_pipeline, is_template_launch, pipeline_options
+from pipelines.runners.options import pipeline_options, run_staged
 from pipelines.sources import DEAD_LETTER, SIGNALS, WINDOW, ReadVideos
 from schemas.errors import SetupError, exits
 from schemas.export import EMBED_SIGNATURE, load_export_metadata
@@ -125,26 +125,19 @@ def predict(config: PredictConfig, pipeline: Optional[beam.Pipeline] = None,
       SetupError: a wrong set-up, found before any work; ClipforgeError: the work failed.
     """
     start = time.time()
-    options = options if options is not None else (pipeline.options if pipeline is not None
-                                                    else pipeline_options([]))
     plan = prepare(config)
     meta, spec = plan.meta, plan.meta.spec
     log.info(f"predict: {len(plan.videos)} video(s) with {plan.card.get('architecture', '?')} ({meta.target.task}); "
              f"windows of {spec.frames} frames at {spec.fps} fps, {spec.height}x{spec.width}")
-    try:
-        p = pipeline if pipeline is not None else create_pipeline(options)
-        build_pipeline(p, plan)
-        p.run().wait_until_finish()
-        if is_template_launch(options):
-            log.info(f"predict: job submitted; {config.output} fills in when it finishes")
-            return None
+
+    def report() -> None:
         if plan.staging.local:
             predict_report.write_report(plan.staging.work, meta.target, plan.card, meta, len(plan.videos),
                                         config.report_videos)
-        out_dir.publish(plan.staging)
-    except BaseException:
-        out_dir.discard(plan.staging)  # a failed or interrupted run leaves nothing that looks finished
-        raise
+
+    if not run_staged(plan.staging, lambda p: build_pipeline(p, plan), pipeline, options, finish=report):
+        log.info(f"predict: job submitted; {config.output} fills in when it finishes")
+        return None
     log.info(summary(plan.staging.final, time.time() - start))
     return plan.staging.final
 

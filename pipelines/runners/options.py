@@ -1,9 +1,12 @@
 """Beam flags for clipforge jobs: pass-through options, a check for unknown flags, the local runner."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipelines import staging as staging_dir
 from schemas.errors import SetupError
 
 # Runner names that mean "run here". Beam's DirectRunner would first try PrismRunner, which
@@ -95,3 +98,35 @@ def is_template_launch(options: PipelineOptions) -> bool:
     """True when the run only stages a Dataflow template (--template_location): nothing ran yet."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
     return bool(options.view_as(GoogleCloudOptions).template_location)
+
+
+def run_staged(staging: "staging_dir.Staging", build: Callable[[beam.Pipeline], None],
+               pipeline: Optional[beam.Pipeline] = None, options: Optional[PipelineOptions] = None,
+               finish: Optional[Callable[[], None]] = None) -> bool:
+    """Runs a job that writes into STAGING, then swaps STAGING in; both jobs end this way.
+
+    Args:
+      build: adds the job's stages to the pipeline.
+      pipeline: the pipeline to build into and run (a TestPipeline in tests); by default one made
+        from OPTIONS (the local runner when None).
+      finish: runs after the job and before the swap (predict writes its report into the staging dir).
+
+    Returns:
+      False for a Flex Template launch (the job runs later, on Dataflow: nothing is published), else True.
+      A failed or interrupted run removes STAGING: it leaves nothing that looks finished.
+    """
+    options = options if options is not None else (pipeline.options if pipeline is not None
+                                                    else pipeline_options([]))
+    try:
+        p = pipeline if pipeline is not None else create_pipeline(options)
+        build(p)
+        p.run().wait_until_finish()
+        if is_template_launch(options):
+            return False
+        if finish is not None:
+            finish()
+        staging_dir.publish(staging)
+    except BaseException:
+        staging_dir.discard(staging)
+        raise
+    return True
