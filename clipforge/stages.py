@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from pipelines.ingest.config import IngestConfig
-from schemas.errors import ClipforgeError
+from schemas.errors import ClipforgeError, error_line
 from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from trainer import cpu
@@ -23,11 +23,6 @@ if TYPE_CHECKING:  # importing it starts TensorFlow
     from trainer.train import TrainResult
 
 log = get_logger(__name__)
-
-
-def error_line(prog: str, error: ClipforgeError) -> str:
-    """The line `@exits(prog)` prints for ERROR (schemas/errors.py)."""
-    return f"{prog}: {error.label}: {error}" if error.label else f"{prog}: {error}"
 
 
 @contextlib.contextmanager
@@ -81,12 +76,11 @@ def evaluate(model: str, data: str, output: str, split: str = "test") -> dict:
       SetupError: model and data do not fit; ClipforgeError: the data could not be read.
     """
     from trainer.evaluation import EvaluateConfig, evaluate as run_evaluate
-    from trainer.evaluation.stage import METRICS_FILE
+    from trainer.evaluation.stage import METRICS_FILE, nonfinite_line
     with shown_as("clipforge evaluate"):
         metrics = run_evaluate(EvaluateConfig(model=model, data=data, output=output, split=split))
     path = os.path.join(output, METRICS_FILE)
     if metrics["nonfinite_windows"]:
-        log.error(f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
-                  f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in {path}")
+        log.error(nonfinite_line(metrics, path))
     with open(path, encoding="utf-8") as f:
         return json.load(f)

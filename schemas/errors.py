@@ -30,6 +30,11 @@ class SetupError(ClipforgeError):
     exit_code = 2
 
 
+def error_line(prog: str, error: ClipforgeError) -> str:
+    """The one line a subcommand shows for ERROR: `PROG: LABEL: message` (no LABEL when it has none)."""
+    return f"{prog}: {error.label}: {error}" if error.label else f"{prog}: {error}"
+
+
 def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Decorates a subcommand's `run(argv) -> int`: clipforge's log is shown on the console
     (schemas/logs.py), and a ClipforgeError it raises is printed on one line
@@ -45,7 +50,7 @@ def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
             try:
                 return run(argv, *args, **kwargs)
             except ClipforgeError as e:
-                get_logger(ROOT).error(f"{prog}: {e.label}: {e}" if e.label else f"{prog}: {e}")
+                get_logger(ROOT).error(error_line(prog, e))
                 return e.exit_code
         return wrapped
     return wrap

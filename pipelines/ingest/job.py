@@ -27,7 +27,7 @@ from pipelines.ingest.manifest import dead_row, filter_graph, label_hash, proven
 from pipelines.ingest.transforms import MakeRecords, WriteMetadata, WriteShards
 from pipelines.inputs import VideoRef, fingerprint, is_local, list_videos, split_duplicates, video_id_of
 from pipelines.probe import ProbeLimits, VideoError, probe_video
-from pipelines.runners.options import pipeline_options, run_staged
+from pipelines.runners.options import pipeline_options, resolve_options, run_staged
 from pipelines.sources import DEAD_LETTER, SUMMARY, ReadVideos
 from schemas.errors import exits
 from schemas.logs import get_logger
@@ -256,8 +256,7 @@ def ingest(config: IngestConfig, pipeline: Optional[beam.Pipeline] = None,
     start = time.time()
     if config.append:
         from pipelines.ingest import append
-        return append.append(config, options if options is not None else (
-            pipeline.options if pipeline is not None else pipeline_options([])), start, pipeline)
+        return append.append(config, resolve_options(pipeline, options), start, pipeline)
     plan = prepare(config)
     if not run_staged(plan.staging, lambda p: build_pipeline(p, plan), pipeline, options):
         log.info(f"clipforge ingest: job submitted; {config.output}/metadata.json appears when it finishes")

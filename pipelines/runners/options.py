@@ -100,6 +100,13 @@ def is_template_launch(options: PipelineOptions) -> bool:
     return bool(options.view_as(GoogleCloudOptions).template_location)
 
 
+def resolve_options(pipeline: Optional[beam.Pipeline], options: Optional[PipelineOptions]) -> PipelineOptions:
+    """The options a job runs with: OPTIONS, else the given pipeline's, else the local runner's defaults."""
+    if options is not None:
+        return options
+    return pipeline.options if pipeline is not None else pipeline_options([])
+
+
 def run_staged(staging: "staging_dir.Staging", build: Callable[[beam.Pipeline], None],
                pipeline: Optional[beam.Pipeline] = None, options: Optional[PipelineOptions] = None,
                finish: Optional[Callable[[], None]] = None) -> bool:
@@ -115,8 +122,7 @@ def run_staged(staging: "staging_dir.Staging", build: Callable[[beam.Pipeline], 
       False for a Flex Template launch (the job runs later, on Dataflow: nothing is published), else True.
       A failed or interrupted run removes STAGING: it leaves nothing that looks finished.
     """
-    options = options if options is not None else (pipeline.options if pipeline is not None
-                                                    else pipeline_options([]))
+    options = resolve_options(pipeline, options)
     try:
         p = pipeline if pipeline is not None else create_pipeline(options)
         build(p)

@@ -320,6 +320,12 @@ def evaluate(config: EvaluateConfig) -> dict:
     return metrics
 
 
+def nonfinite_line(metrics: dict, path: str) -> str:
+    """The error line for a model that returned NaN or infinite predictions (metrics.json at PATH)."""
+    return (f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
+            f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in {path}")
+
+
 @exits("clipforge evaluate")
 def run(argv: Optional[list[str]] = None) -> int:
     """Entry point of `clipforge evaluate`; returns 0, 1 when the model gave non-finite outputs or the data
@@ -328,8 +334,6 @@ def run(argv: Optional[list[str]] = None) -> int:
     metrics = evaluate(EvaluateConfig(args.model, args.data, args.output, args.split, args.batch_size,
                                       args.top_k, args.aggregate, not args.no_report))
     if metrics["nonfinite_windows"]:
-        log.error(f"clipforge evaluate: error: the model returned NaN or infinite predictions for "
-                  f"{metrics['nonfinite_windows']} of {metrics['windows']} windows; its metrics are null in "
-                  f"{os.path.join(args.output, METRICS_FILE)}")
+        log.error(nonfinite_line(metrics, os.path.join(args.output, METRICS_FILE)))
         return 1
     return 0
