@@ -4,6 +4,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from trainer.archs.norm import BatchNorm
+
 
 def halve(size: int) -> int:
     """Pool factor for one axis: 2 while the axis is at least 2 long, so 4x4 inputs still build."""
@@ -13,7 +15,7 @@ def halve(size: int) -> int:
 def conv2d_stage(x, filters: int, name: str, pool: bool = True):
     """Conv2D 3x3 -> BatchNorm -> ReLU -> 2x2 max-pool (1 on axes already of length 1)."""
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
+    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
     if pool:
         x = layers.MaxPooling2D((halve(x.shape[1]), halve(x.shape[2])), padding="same",
@@ -24,7 +26,7 @@ def conv2d_stage(x, filters: int, name: str, pool: bool = True):
 def conv3d_stage(x, filters: int, name: str, pool_time: bool = True):
     """Conv3D 3x3x3 -> BatchNorm -> ReLU -> max-pool over (T, H, W), adapting to small axes."""
     x = layers.Conv3D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
+    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
     t = halve(x.shape[1]) if pool_time else 1
     return layers.MaxPooling3D((t, halve(x.shape[2]), halve(x.shape[3])), padding="same",

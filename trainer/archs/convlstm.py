@@ -4,6 +4,7 @@ from __future__ import annotations
 from keras import layers
 
 from trainer.archs.blocks import backbone_model, dense_features, halve, window_input
+from trainer.archs.norm import BatchNorm
 
 
 def build_backbone(window_shape, *, filters=(16, 32, 64), units=128):
@@ -25,7 +26,7 @@ def build_backbone(window_shape, *, filters=(16, 32, 64), units=128):
         x = layers.ConvLSTM2D(filters, 3, padding="same", return_sequences=i < last,
                               name=f"convlstm{i}")(x)
         # Normalising the states keeps the stacked recurrences trainable at higher learning rates.
-        x = layers.BatchNormalization(synchronized=True, name=f"convlstm{i}_bn")(x)
+        x = BatchNorm(synchronized=True, name=f"convlstm{i}_bn")(x)
         if i < last:
             x = layers.MaxPooling3D((1, halve(x.shape[2]), halve(x.shape[3])), padding="same",
                                     name=f"convlstm{i}_pool")(x)

@@ -15,6 +15,7 @@ from keras import layers
 
 from trainer import TrainerError
 from trainer.archs.blocks import backbone_model, dense_features, per_frame, window_input
+from trainer.archs.norm import BatchNorm
 
 # The values an option may take (read by trainer/archs/__init__.py without importing this module).
 CHOICES = {"backbone": ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "InceptionV3"),
@@ -135,7 +136,7 @@ def build_backbone(window_shape, *, units=128, backbone="MobileNetV3Small", back
         # A 3x1x1 kernel: the backbone already did the spatial work; this mixes 3 frames.
         x = layers.Conv3D(units, (3, 1, 1), padding="same", use_bias=False,
                           name="temporal_conv3d")(x)
-        x = layers.BatchNormalization(synchronized=True, name="temporal_conv3d_bn")(x)
+        x = BatchNorm(synchronized=True, name="temporal_conv3d_bn")(x)
         x = layers.Activation("relu", name="temporal_conv3d_relu")(x)
         x = layers.GlobalAveragePooling3D(name="temporal_gap")(x)
     return backbone_model(inputs, dense_features(x, units), "pretrained_2p5d")
