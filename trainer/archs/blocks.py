@@ -13,24 +13,32 @@ def halve(size: int) -> int:
 
 
 def conv2d_stage(x, filters: int, name: str, pool: bool = True):
-    """Conv2D 3x3 -> BatchNorm -> ReLU -> 2x2 max-pool (1 on axes already of length 1)."""
+    """Conv2D 3x3 -> 2x2 max-pool (1 on axes already of length 1) -> BatchNorm -> ReLU.
+
+    Pooling comes before the normalization (see `conv3d_stage`).
+    """
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_relu")(x)
     if pool:
         x = layers.MaxPooling2D((halve(x.shape[1]), halve(x.shape[2])), padding="same",
                                 name=f"{name}_pool")(x)
-    return x
+    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def conv3d_stage(x, filters: int, name: str, pool_time: bool = True):
-    """Conv3D 3x3x3 -> BatchNorm -> ReLU -> max-pool over (T, H, W), adapting to small axes."""
+    """Conv3D 3x3x3 -> max-pool over (T, H, W), adapting to small axes -> BatchNorm -> ReLU.
+
+    Pooling comes first: ReLU commutes with max-pooling, and batch norm is a per-channel
+    affine map, so the stage computes the same kind of function while normalizing a quarter
+    (an eighth where time is pooled) of the activations. On a CPU batch norm and ReLU are
+    memory-bound; after the convolution they were 20-30% of a training step (BENCHMARKS 6).
+    """
     x = layers.Conv3D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_relu")(x)
     t = halve(x.shape[1]) if pool_time else 1
-    return layers.MaxPooling3D((t, halve(x.shape[2]), halve(x.shape[3])), padding="same",
-                               name=f"{name}_pool")(x)
+    x = layers.MaxPooling3D((t, halve(x.shape[2]), halve(x.shape[3])), padding="same",
+                            name=f"{name}_pool")(x)
+    x = BatchNorm(synchronized=True, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def frame_cnn(frame_shape: tuple[int, int, int], filters, name: str = "frame_cnn",
