@@ -8,10 +8,12 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
 
+from pipelines import decoder
 from schemas.tasks import NEXT_FRAME
 
 CLIP = dict(width=640, height=272, fps=25)
@@ -54,7 +56,6 @@ def ffmpeg_limit(paths: list[str]) -> tuple[float, int]:
 def ffmpeg_limit_parallel(paths: list[str], processes: int = 2) -> tuple[float, int]:
     """The same bare decode with PROCESSES ffmpegs at once, each over its share of the clips:
     the physical limit for that many workers."""
-    from concurrent.futures import ThreadPoolExecutor
     start = time.time()
     with ThreadPoolExecutor(processes) as pool:
         results = list(pool.map(ffmpeg_limit, [paths[i::processes] for i in range(processes)]))
@@ -216,7 +217,8 @@ def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
     """Benchmark 5: a corpus of many short clips, where process start-up used to be the floor.
 
     `clips` copies of one 2 s 320x136 H.264 clip. In one run: the bare loop of the system ffmpeg
-    (one `ffmpeg -threads 1` per clip, the same filter, to /dev/null), then ingest with one and
+    (one `ffmpeg -threads 1` per clip, the same filter, to /dev/null), the bundled ffmpeg's bare loop
+    alone and as two loops at once (how far two cores scale the decoder itself), then ingest with one and
     two workers (bundled decoder; two as threads, the default, and as SDK processes) and with one
     worker on the system decoder; clips/s end to end and with the start-up (an ingest of one clip)
     taken out.
@@ -238,12 +240,18 @@ def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
     os.makedirs(one, exist_ok=True)
     if not os.path.exists(os.path.join(one, "clip.mp4")):
         shutil.copyfile(first, os.path.join(one, "clip.mp4"))
-    start = time.time()
-    for p in paths:
-        subprocess.run(["ffmpeg", "-nostdin", "-threads", "1", "-i", p, "-vf", "fps=10,scale=64:64:flags=area,format=gray",
-                        "-f", "rawvideo", "-y", "/dev/null"], capture_output=True, check=True)
-    bare = time.time() - start
+    bare = _bare_loop(["ffmpeg"], paths)
     res = {"clips": clips, "bare_system_ffmpeg_s": round(bare, 2), "bare_system_ffmpeg_clips_per_s": round(clips / bare, 2)}
+    # What two cores give the decoder itself: the bundled ffmpeg's bare loop, once over all clips
+    # and as two loops at once over half each. Two workers cannot scale past what these scale.
+    bundled = [decoder.resolve("bundled").ffmpeg]
+    one_loop = _bare_loop(bundled, paths)
+    start = time.time()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda half: _bare_loop(bundled, half), [paths[0::2], paths[1::2]]))
+    two_loops = time.time() - start
+    res.update({"bare_bundled_1_loop_s": round(one_loop, 2), "bare_bundled_2_loops_s": round(two_loops, 2),
+                "scaling_bare_bundled_2_loops_vs_1": round(one_loop / two_loops, 3)})
     # "2w" is what a user gets from --direct_num_workers 2 (threads, pipelines/runners/options.py);
     # "2w_multi_processing" is the SDK-process mode it replaced as the default, for comparison
     runs = {"1w": ["--direct_num_workers", "1", "--decoder", "bundled"],
@@ -266,6 +274,15 @@ def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
             res[f"scaling_{two}_vs_1w{suffix}"] = round(res[f"ingest_{two}_clips_per_s{suffix}"]
                                                         / res[f"ingest_1w_clips_per_s{suffix}"], 3)
     return res
+
+
+def _bare_loop(ffmpeg: list[str], paths: list[str]) -> float:
+    """Seconds for one `ffmpeg -threads 1` per clip, one after another, with the short-clips filter."""
+    start = time.time()
+    for p in paths:
+        subprocess.run([*ffmpeg, "-nostdin", "-threads", "1", "-i", p, "-vf", "fps=10,scale=64:64:flags=area,format=gray",
+                        "-f", "rawvideo", "-y", "/dev/null"], capture_output=True, check=True)
+    return time.time() - start
 
 
 def _run_short(inputs: str, out: str, extra: list[str]) -> float:

@@ -91,11 +91,18 @@ def worker_role(strategy) -> WorkerRole:
     return WorkerRole(len(order), order.index((task_type, task_id)), chief, f"{task_type}_{task_id}")
 
 
-def lost_peer(error, workdir: str) -> TrainerError:
+class PeerLostError(TrainerError):
+    """A multi-worker run lost a peer. TensorFlow's collective runtime then still holds threads
+    blocked on the dead worker, so the command-line entry leaves with os._exit after reporting
+    (trainer/main.py): an ordinary interpreter shutdown can hang on them or print their teardown
+    errors over the one-line message."""
+
+
+def lost_peer(error, workdir: str) -> PeerLostError:
     """The message for a multi-worker run whose collective ops lost a peer."""
     detail = " ".join(line.strip() for line in re.sub(r"\{\{.*?\}\}", "", str(error)).splitlines()
                       if line.strip() and not line.strip().startswith(("[[", "Detected at")))
-    return TrainerError(
+    return PeerLostError(
         f"multi-worker training lost contact with another worker ({type(error).__name__}: "
         f"{detail[:300]}). Check that every worker in TF_CONFIG is running, then restart every "
         f"worker with the same command: they resume from the last backup in {workdir}/backup.")
