@@ -72,3 +72,6 @@ def test_what_it_cannot_fuse_runs_through_keras():
     np.testing.assert_allclose(fused(x, training=True).numpy(), ref(x, training=True).numpy(), atol=1e-5)
     _, fused5, x5 = _pair((2, 3, 4, 4, 3))
     assert fused5._fusable(x5, None) and not fused5._fusable(x5, tf.ones(x5.shape[:-1], bool))
+    ref_eps, tiny_eps, x_eps = _pair((2, 3, 4, 4, 3), epsilon=1e-6)  # below what the fused kernel takes
+    assert not tiny_eps._fusable(x_eps, None)
+    np.testing.assert_allclose(tiny_eps(x_eps, training=True).numpy(), ref_eps(x_eps, training=True).numpy(), atol=1e-5)

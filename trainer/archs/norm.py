@@ -14,14 +14,16 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+MIN_EPSILON = 1.001e-5  # the fused kernel's smallest epsilon (it raises smaller ones to it)
+
 
 @keras.saving.register_keras_serializable(package="clipforge")
 class BatchNorm(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` (same arguments and weights) over a fused kernel.
 
-    Fused for float32 channels-last inputs of rank 4 or 5, without a mask or renorm, on the
-    TensorFlow backend, when the batch statistics need no all-reduce; otherwise the Keras
-    computation runs. The fused kernel's batch variance carries Bessel's correction; it is
+    Fused for float32 channels-last inputs of rank 4 or 5, without a mask or renorm, with an
+    epsilon of at least MIN_EPSILON, on the TensorFlow backend, when the batch statistics need
+    no all-reduce; otherwise the Keras computation runs. The fused kernel's batch variance carries Bessel's correction; it is
     taken out, so the moving variance follows the same update as Keras's layer.
     """
 
@@ -29,9 +31,9 @@ class BatchNorm(layers.BatchNormalization):
         if keras.backend.backend() != "tensorflow" or mask is not None or self.renorm:
             return False
         rank = len(inputs.shape)
-        if rank not in (4, 5) or self.axis not in (-1, rank - 1) or inputs.dtype != "float32":
+        if rank not in (4, 5) or self.axis not in (-1, rank - 1):
             return False
-        if self.compute_dtype != "float32":
+        if inputs.dtype != "float32" or self.compute_dtype != "float32" or self.epsilon < MIN_EPSILON:
             return False
         if not self.synchronized:
             return True
