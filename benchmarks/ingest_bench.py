@@ -24,6 +24,7 @@ def ingest_flags(stride: int = 8) -> list[str]:
     return ["--task", NEXT_FRAME.name, "--frames", "8", "--stride", str(stride), "--fps", "25",
             "--size", "112x112", "--color", "gray", "--horizon", "1", "--splits", "1,0,0"]
 FILTER = "fps=25,scale=112:112,format=gray"
+SHORT_FILTER = "fps=10,scale=64:64:flags=area,format=gray"  # the short-clips settings
 
 
 def make_clip(path: str, seconds: float) -> None:
@@ -43,22 +44,25 @@ def make_clip(path: str, seconds: float) -> None:
                     "-t", str(seconds), "-c", "copy", path], check=True)
 
 
-def ffmpeg_limit(paths: list[str]) -> tuple[float, int]:
-    """Seconds and output frames for bare `ffmpeg -threads 1` decode+filter to /dev/null."""
+def ffmpeg_limit(paths: list[str], vf: str = FILTER, ffmpeg: str = "ffmpeg") -> tuple[float, int]:
+    """Seconds and output frames for bare `ffmpeg -threads 1` decode+filter to /dev/null, one
+    process per clip, one after another (FFMPEG: the system's by default)."""
     frames, start = 0, time.time()
     for p in paths:
-        out = subprocess.run(["ffmpeg", "-nostdin", "-threads", "1", "-i", p, "-vf", FILTER, "-f", "rawvideo",
+        out = subprocess.run([ffmpeg, "-nostdin", "-threads", "1", "-i", p, "-vf", vf, "-f", "rawvideo",
                               "-y", "/dev/null"], capture_output=True, text=True, check=True).stderr
         frames += int(out.rsplit("frame=", 1)[1].split()[0])
     return time.time() - start, frames
 
 
-def ffmpeg_limit_parallel(paths: list[str], processes: int = 2) -> tuple[float, int]:
+def ffmpeg_limit_parallel(paths: list[str], processes: int = 2, vf: str = FILTER,
+                          ffmpeg: str = "ffmpeg") -> tuple[float, int]:
     """The same bare decode with PROCESSES ffmpegs at once, each over its share of the clips:
     the physical limit for that many workers."""
     start = time.time()
     with ThreadPoolExecutor(processes) as pool:
-        results = list(pool.map(ffmpeg_limit, [paths[i::processes] for i in range(processes)]))
+        results = list(pool.map(lambda share: ffmpeg_limit(share, vf, ffmpeg),
+                                [paths[i::processes] for i in range(processes)]))
     return time.time() - start, sum(frames for _, frames in results)
 
 
@@ -240,16 +244,13 @@ def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
     os.makedirs(one, exist_ok=True)
     if not os.path.exists(os.path.join(one, "clip.mp4")):
         shutil.copyfile(first, os.path.join(one, "clip.mp4"))
-    bare = _bare_loop(["ffmpeg"], paths)
+    bare = ffmpeg_limit(paths, SHORT_FILTER)[0]
     res = {"clips": clips, "bare_system_ffmpeg_s": round(bare, 2), "bare_system_ffmpeg_clips_per_s": round(clips / bare, 2)}
     # What two cores give the decoder itself: the bundled ffmpeg's bare loop, once over all clips
     # and as two loops at once over half each. Two workers cannot scale past what these scale.
-    bundled = [decoder.resolve("bundled").ffmpeg]
-    one_loop = _bare_loop(bundled, paths)
-    start = time.time()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda half: _bare_loop(bundled, half), [paths[0::2], paths[1::2]]))
-    two_loops = time.time() - start
+    bundled = decoder.resolve("bundled").ffmpeg
+    one_loop = ffmpeg_limit(paths, SHORT_FILTER, bundled)[0]
+    two_loops = ffmpeg_limit_parallel(paths, 2, SHORT_FILTER, bundled)[0]
     res.update({"bare_bundled_1_loop_s": round(one_loop, 2), "bare_bundled_2_loops_s": round(two_loops, 2),
                 "scaling_bare_bundled_2_loops_vs_1": round(one_loop / two_loops, 3)})
     # "2w" is what a user gets from --direct_num_workers 2 (threads, pipelines/runners/options.py);
@@ -274,15 +275,6 @@ def short_clips(workdir: str, clips: int = 200, seconds: float = 2) -> dict:
             res[f"scaling_{two}_vs_1w{suffix}"] = round(res[f"ingest_{two}_clips_per_s{suffix}"]
                                                         / res[f"ingest_1w_clips_per_s{suffix}"], 3)
     return res
-
-
-def _bare_loop(ffmpeg: list[str], paths: list[str]) -> float:
-    """Seconds for one `ffmpeg -threads 1` per clip, one after another, with the short-clips filter."""
-    start = time.time()
-    for p in paths:
-        subprocess.run([*ffmpeg, "-nostdin", "-threads", "1", "-i", p, "-vf", "fps=10,scale=64:64:flags=area,format=gray",
-                        "-f", "rawvideo", "-y", "/dev/null"], capture_output=True, check=True)
-    return time.time() - start
 
 
 def _run_short(inputs: str, out: str, extra: list[str]) -> float:

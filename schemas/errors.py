@@ -6,6 +6,9 @@ a missing tool), found before any work where it can be. Each error class says wh
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import sys
 from typing import Callable, Optional
 
 from schemas.logs import ROOT, console, get_logger
@@ -18,10 +21,14 @@ class ClipforgeError(Exception):
       exit_code: the status a subcommand exits with when this error ends it (1: the work failed).
       label: the word between the program and the message on stderr ("error", "failed", ...), or
         "" for none.
+      hard_exit: True where the process must not run an ordinary interpreter shutdown after
+        reporting (threads of a library stuck in a broken state): the subcommand leaves with
+        os._exit once its line is written.
     """
 
     exit_code = 1
     label = "error"
+    hard_exit = False
 
 
 class SetupError(ClipforgeError):
@@ -51,6 +58,11 @@ def exits(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
                 return run(argv, *args, **kwargs)
             except ClipforgeError as e:
                 get_logger(ROOT).error(error_line(prog, e))
+                if e.hard_exit:
+                    logging.shutdown()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(e.exit_code)
                 return e.exit_code
         return wrapped
     return wrap

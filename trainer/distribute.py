@@ -93,9 +93,11 @@ def worker_role(strategy) -> WorkerRole:
 
 class PeerLostError(TrainerError):
     """A multi-worker run lost a peer. TensorFlow's collective runtime then still holds threads
-    blocked on the dead worker, so the command-line entry leaves with os._exit after reporting
-    (trainer/main.py): an ordinary interpreter shutdown can hang on them or print their teardown
-    errors over the one-line message."""
+    blocked on the dead worker (and an eager all-reduce's thread pool), so `clipforge train` leaves
+    with os._exit after reporting (schemas.errors `hard_exit`): an ordinary interpreter shutdown
+    can hang on them or print their teardown errors over the one-line message."""
+
+    hard_exit = True
 
 
 def lost_peer(error, workdir: str) -> PeerLostError:

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 
-from schemas.errors import error_line, exits
+from schemas.errors import exits
 from schemas.logs import get_logger
 from schemas.metadata import DatasetMetadata
 from trainer import cpu
@@ -70,15 +68,7 @@ def run(argv: list[str]) -> int:
     cfg = load_config({k: getattr(args, k) for k in CONFIG_FLAGS}, args.config, args.overrides)
     DatasetMetadata.load(cfg.data)  # a wrong --data fails here, before TensorFlow starts
     cpu.choose(cfg.arch)  # before trainer.train imports TensorFlow
-    from trainer.distribute import PeerLostError
     from trainer.train import train
-    try:
-        result = train(cfg)
-    except PeerLostError as e:
-        log.error(error_line("clipforge train", e))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(e.exit_code)  # see PeerLostError: no interpreter shutdown under a broken collective runtime
+    result = train(cfg)
     log.info(result.summary())
     return 0
