@@ -107,7 +107,9 @@ def test_decode_failure_carries_stderr(tmp_path):
 
 def test_stopping_early_kills_ffmpeg(tmp_path):
     path = videos.lavfi_video(str(tmp_path / "long.mp4"), seconds=20, size=(64, 64), fps=25)
-    stream = FrameStream(path, spec(fps=25), "stretch", timeout=60)
+    # 500 frames of 64x64 rgb: 6 MB, several times the 1 MB pipe (subprocess_guard.PIPE_BYTES), so
+    # ffmpeg is still blocked writing when the consumer stops (16x16 gray, 128 KB, could finish first)
+    stream = FrameStream(path, spec(fps=25, h=64, w=64, c=3), "stretch", timeout=60)
     it = iter(stream)
     next(it)
     pid = stream.process.proc.pid
